@@ -1,0 +1,1 @@
+//! The workspace service, a Spin HTTP component.

@@ -1,0 +1,1 @@
+//! The proxy-wasm adapter from Envoy callbacks to `edge_policy`.

@@ -1,0 +1,1 @@
+//! Host-independent policy logic of the edge filter.
