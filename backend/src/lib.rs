@@ -1,1 +1,43 @@
 //! The workspace service, a Spin HTTP component.
+//!
+//! It serves `POST /api/workspaces` and `POST /api/v3/workspaces` (the two contracts in
+//! `shared/seeds/`), reads them back, lists an organization's workspaces and manages
+//! organization settings, storing everything in Spin's key-value store. Identity comes only
+//! from the gateway's signed forwarding (`gateway-identity`).
+//!
+//! The Spin adapter (`component`, wasm only) converts Spin's request into an
+//! [`http::ApiRequest`] and calls [`app::handle`]; everything else is host-independent and
+//! tested on the native target against [`store::MemoryKv`].
+
+pub mod app;
+pub mod body;
+pub mod handlers;
+pub mod http;
+pub mod i18n;
+pub mod idempotency;
+pub mod model;
+pub mod problem;
+pub mod repo;
+pub mod router;
+pub mod store;
+pub mod validate;
+
+#[cfg(target_arch = "wasm32")]
+mod component;
+#[cfg(target_arch = "wasm32")]
+mod spin_store;
+
+/// The Spin variable with the comma-separated gateway HMAC keys.
+pub const KEYS_VARIABLE: &str = "gateway_hmac_keys";
+
+/// The keys of a `gateway_hmac_keys` value: comma-separated, trimmed; `None` when none is
+/// at least [`gateway_identity::MIN_KEY_LEN`] bytes long (every key then fails closed).
+pub fn parse_keys(value: &str) -> Option<Vec<Vec<u8>>> {
+    let keys: Vec<Vec<u8>> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|k| k.len() >= gateway_identity::MIN_KEY_LEN)
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+    (!keys.is_empty()).then_some(keys)
+}

@@ -1,0 +1,104 @@
+//! The request pipeline: request ID, language, routing, the gateway identity, then the
+//! handler; and the one place a [`Problem`] becomes a response.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use gateway_identity::{Identity, Verifier, IDENTITY_HEADER, SIGNATURE_HEADER};
+
+use crate::handlers;
+use crate::http::{ApiRequest, ApiResponse, MAX_BODY_BYTES};
+use crate::i18n::Lang;
+use crate::problem::{Kind, Problem};
+use crate::router::Route;
+use crate::store::Kv;
+
+/// What a request runs against: the store, the keys, the clock and a UUID source.
+pub struct Env<'a> {
+    /// The key-value store.
+    pub kv: &'a dyn Kv,
+    /// The gateway identity verifier; `None` when `gateway_hmac_keys` is unset (every
+    /// request then fails closed with 500).
+    pub verifier: Option<&'a Verifier>,
+    /// The current time.
+    pub now: DateTime<Utc>,
+    /// A fresh random UUID per call.
+    pub new_uuid: &'a dyn Fn() -> uuid::Uuid,
+}
+
+impl Env<'_> {
+    /// `now` in RFC 3339 UTC, seconds precision (`2025-10-22T15:45:30Z`).
+    pub fn timestamp(&self) -> String {
+        self.now.to_rfc3339_opts(SecondsFormat::Secs, true)
+    }
+}
+
+/// Everything a handler knows about the request it serves.
+pub struct Ctx<'a> {
+    /// The request.
+    pub req: &'a ApiRequest,
+    /// The environment.
+    pub env: &'a Env<'a>,
+    /// The verified caller.
+    pub identity: Identity,
+}
+
+/// Handles one request.
+pub fn handle(req: &ApiRequest, env: &Env<'_>) -> ApiResponse {
+    let lang = Lang::negotiate(req.header("accept-language"));
+    let request_id = req
+        .header("x-request-id")
+        .and_then(crate::validate::check_uuid)
+        .unwrap_or_else(|| (env.new_uuid)().hyphenated().to_string());
+    let response = match dispatch(req, env) {
+        Ok(response) => response,
+        Err(problem) => problem.to_response(lang, &req.path, &request_id),
+    };
+    response.with_header("x-request-id", &request_id)
+}
+
+fn dispatch(req: &ApiRequest, env: &Env<'_>) -> Result<ApiResponse, Problem> {
+    let route = Route::parse(&req.path).ok_or(Problem::new(Kind::NotFound))?;
+    let allowed = route.allowed();
+    if !allowed.contains(&req.method.as_str()) {
+        let allow = allowed.join(", ");
+        return Err(
+            Problem::with_arg(Kind::MethodNotAllowed, allow.clone()).with_header("allow", &allow)
+        );
+    }
+    let identity = authenticate(req, env)?;
+    if req.body_too_large {
+        return Err(Problem::with_arg(
+            Kind::PayloadTooLarge,
+            MAX_BODY_BYTES.to_string(),
+        ));
+    }
+    let ctx = Ctx { req, env, identity };
+    match (route, req.method.as_str()) {
+        (Route::Workspaces, "POST") => handlers::workspaces::create(&ctx),
+        (Route::Workspaces, _) => handlers::workspaces::list(&ctx),
+        (Route::Workspace(id), _) => handlers::workspaces::get(&ctx, &id),
+        (Route::V3Workspaces, _) => handlers::v3::create(&ctx),
+        (Route::V3Workspace(id), _) => handlers::v3::get(&ctx, &id),
+        (Route::OrgSettings(org), "PUT") => handlers::orgs::put_settings(&ctx, &org),
+        (Route::OrgSettings(org), _) => handlers::orgs::get_settings(&ctx, &org),
+    }
+}
+
+/// The caller, from the gateway's signed identity headers.
+fn authenticate(req: &ApiRequest, env: &Env<'_>) -> Result<Identity, Problem> {
+    let verifier = env.verifier.ok_or(Problem::new(Kind::Internal))?;
+    let path = req.path_and_query();
+    let request = gateway_identity::Request {
+        request_id: req.header("x-request-id").unwrap_or(""),
+        method: &req.method,
+        path: &path,
+    };
+    let now = u64::try_from(env.now.timestamp()).unwrap_or(0);
+    verifier
+        .verify(
+            req.header(IDENTITY_HEADER).unwrap_or(""),
+            req.header(SIGNATURE_HEADER).unwrap_or(""),
+            &request,
+            now,
+        )
+        .map_err(|_| Problem::new(Kind::Unauthenticated).with_header("www-authenticate", "Bearer"))
+}

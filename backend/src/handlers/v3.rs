@@ -1,0 +1,125 @@
+//! `/api/v3/workspaces`: company workspaces (seed 000).
+
+use serde_json::{json, Map, Value};
+
+use crate::app::Ctx;
+use crate::body;
+use crate::handlers::{idempotency_key, is_admin, once};
+use crate::http::ApiResponse;
+use crate::model::{Membership, V3Workspace};
+use crate::problem::{FieldError, Kind, Problem, Reason};
+use crate::repo;
+use crate::validate::{check_name, MAX_DESCRIPTION_CHARS};
+
+/// The caller's company: the token's `company` claim, else its only organization.
+/// Several organizations and no claim is ambiguous (400); none at all is 403.
+fn company(ctx: &Ctx<'_>) -> Result<String, Problem> {
+    if let Some(company) = &ctx.identity.company {
+        return Ok(company.clone());
+    }
+    let mut orgs = ctx.identity.orgs.keys();
+    match (orgs.next(), orgs.next()) {
+        (Some(only), None) => Ok(only.clone()),
+        (Some(_), Some(_)) => Err(Problem::new(Kind::CompanyRequired)),
+        (None, _) => Err(Problem::new(Kind::CreationDisabled)),
+    }
+}
+
+/// `name` (1 to 100 characters after trimming) and `description` (default `""`); any other
+/// field is refused.
+fn validate(fields: &Map<String, Value>) -> Result<(String, String), Problem> {
+    let mut errors = Vec::new();
+    for key in fields
+        .keys()
+        .filter(|k| *k != "name" && *k != "description")
+    {
+        errors.push(FieldError::new(&format!("/{key}"), Reason::Unknown));
+    }
+    let name = match fields.get("name") {
+        None | Some(Value::Null) => Err(Reason::Required),
+        Some(Value::String(s)) => check_name(s),
+        Some(_) => Err(Reason::WrongType("a string")),
+    }
+    .unwrap_or_else(|reason| {
+        errors.push(FieldError::new("/name", reason));
+        String::new()
+    });
+    let description = match fields.get("description") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) if s.chars().count() > MAX_DESCRIPTION_CHARS => {
+            errors.push(FieldError::new(
+                "/description",
+                Reason::TooLong(MAX_DESCRIPTION_CHARS),
+            ));
+            String::new()
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "/description",
+                Reason::WrongType("a string"),
+            ));
+            String::new()
+        }
+    };
+    if errors.is_empty() {
+        Ok((name, description))
+    } else {
+        Err(Problem::invalid(Kind::ValidationFailed, errors))
+    }
+}
+
+/// `POST /api/v3/workspaces`.
+pub fn create(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
+    let key = idempotency_key(ctx)?;
+    let fields = body::v3_fields(ctx.req)?;
+    let (name, description) = validate(&fields)?;
+    let company = company(ctx)?;
+    let kv = ctx.env.kv;
+    if !is_admin(&ctx.identity, &company)
+        && !repo::get_org_settings(kv, &company)?.allow_user_workspace_creation
+    {
+        return Err(Problem::new(Kind::CreationDisabled));
+    }
+    // The fingerprint covers the decoded fields, so a retry may use another encoding.
+    let payload = json!({"company": company, "name": name, "description": description});
+    once(ctx, key, &payload, || {
+        let id = repo::next_v3_id(kv)?;
+        let now = ctx.env.timestamp();
+        let ws = V3Workspace {
+            id,
+            company,
+            name,
+            description,
+            created_by: ctx.identity.sub.clone(),
+            created_at: now.clone(),
+            updated_at: now.clone(),
+        };
+        let owner = Membership {
+            workspace_id: id.to_string(),
+            user: ctx.identity.sub.clone(),
+            role: "OWNER".into(),
+            created_at: now,
+        };
+        repo::create_v3(kv, &ws, &owner)?;
+        Ok(ApiResponse::json(201, &ws.details("OWNER"))
+            .with_header("location", &format!("/api/v3/workspaces/{id}")))
+    })
+}
+
+/// `GET /api/v3/workspaces/{id}`: to members of its company; 404 to anyone else.
+pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<ApiResponse, Problem> {
+    let id: i64 = id.parse().map_err(|_| Problem::new(Kind::NotFound))?;
+    let kv = ctx.env.kv;
+    match repo::get_v3(kv, id)? {
+        Some(ws)
+            if ctx.identity.is_member(&ws.company)
+                || ctx.identity.company.as_deref() == Some(&ws.company) =>
+        {
+            let role = repo::get_v3_membership(kv, id, &ctx.identity.sub)?
+                .map_or_else(|| "MEMBER".to_owned(), |m| m.role);
+            Ok(ApiResponse::json(200, &ws.details(&role)))
+        }
+        _ => Err(Problem::new(Kind::NotFound)),
+    }
+}

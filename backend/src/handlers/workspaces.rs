@@ -1,0 +1,143 @@
+//! `/api/workspaces`: organization workspaces (seed 004).
+
+use serde_json::json;
+
+use crate::app::Ctx;
+use crate::body;
+use crate::handlers::{can_create, idempotency_key, once, CREATE_PERMISSION};
+use crate::http::ApiResponse;
+use crate::model::{FeatureFlags, Membership, Settings, Workspace};
+use crate::problem::{FieldError, Kind, Problem, Reason};
+use crate::repo;
+use crate::validate::{self, check_uuid};
+
+/// Default page size of listings.
+pub const DEFAULT_PAGE: usize = 20;
+
+/// `POST /api/workspaces`.
+pub fn create(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
+    let key = idempotency_key(ctx)?;
+    let payload = body::json(ctx.req)?;
+    let new = validate::new_workspace(&payload)
+        .map_err(|errors| Problem::invalid(Kind::ValidationFailed, errors))?;
+    if !can_create(&ctx.identity, &new.org_id) {
+        return Err(Problem::with_arg(Kind::Forbidden, CREATE_PERMISSION));
+    }
+    once(ctx, key, &payload, || {
+        let kv = ctx.env.kv;
+        let org = repo::get_org_settings(kv, &new.org_id)?;
+        let now = ctx.env.timestamp();
+        let workspace_id = format!("w-{}", (ctx.env.new_uuid)().hyphenated());
+        let [real_time_translation, role_aware_summaries, exam_generation, breakout_rooms, ai_attendee] =
+            new.feature_flags;
+        let ws = Workspace {
+            workspace_id: workspace_id.clone(),
+            org_id: new.org_id,
+            name: new.name,
+            description: new.description,
+            visibility: new.visibility,
+            created_by: ctx.identity.sub.clone(),
+            created_at: now.clone(),
+            updated_at: now.clone(),
+            settings: Settings {
+                timezone: new.timezone,
+                default_language: new.default_language,
+                education_mode: new.education_mode,
+                lms_integration: new.lms_integration,
+                exam_generation_enabled: new.exam_generation_enabled,
+                beginner_mode_default: new.beginner_mode_default,
+                dlp_enabled: true,
+                real_time_summaries: true,
+                retention_alerts: true,
+            },
+            allowed_domains: new.allowed_domains,
+            feature_flags: FeatureFlags {
+                real_time_translation,
+                role_aware_summaries,
+                exam_generation,
+                breakout_rooms,
+                ai_attendee,
+                meeting_energy_dashboard: false,
+            },
+            supported_languages: new.supported_languages,
+            subscription_id: org.subscription_id,
+            member_count: 1,
+        };
+        let owner = Membership {
+            workspace_id: workspace_id.clone(),
+            user: ctx.identity.sub.clone(),
+            role: "OWNER".into(),
+            created_at: now,
+        };
+        repo::create_workspace(kv, &ws, &owner)?;
+        Ok(ApiResponse::json(
+            201,
+            &json!({"message": "Workspace created successfully", "data": ws}),
+        )
+        .with_header("location", &format!("/api/workspaces/{workspace_id}")))
+    })
+}
+
+/// `GET /api/workspaces/{workspaceId}`: to members of its organization; 404 to anyone else,
+/// so IDs cannot be probed.
+pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<ApiResponse, Problem> {
+    match repo::get_workspace(ctx.env.kv, id)? {
+        Some(ws) if ctx.identity.is_member(&ws.org_id) => {
+            Ok(ApiResponse::json(200, &json!({"data": ws})))
+        }
+        _ => Err(Problem::new(Kind::NotFound)),
+    }
+}
+
+/// `GET /api/workspaces?orgId=…[&limit=…][&cursor=…]`: the organization's workspaces in
+/// creation order, to its members.
+pub fn list(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
+    let mut errors = Vec::new();
+    let (mut org, mut limit, mut from) = (None, DEFAULT_PAGE, 1_i64);
+    for (name, value) in ctx.req.query_pairs() {
+        match name.as_str() {
+            "orgId" => {
+                org = check_uuid(&value).or_else(|| {
+                    errors.push(FieldError::new("/orgId", Reason::NotUuid));
+                    None
+                })
+            }
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=repo::MAX_PAGE).contains(&n) => limit = n,
+                _ => errors.push(FieldError::new("/limit", Reason::NotOneOf(&["1 to 100"]))),
+            },
+            "cursor" => match decode_cursor(&value) {
+                Some(n) => from = n,
+                None => errors.push(FieldError::new(
+                    "/cursor",
+                    Reason::WrongType("a cursor returned by a previous page"),
+                )),
+            },
+            _ => errors.push(FieldError::new(&format!("/{name}"), Reason::Unknown)),
+        }
+    }
+    if org.is_none() && errors.is_empty() {
+        errors.push(FieldError::new("/orgId", Reason::Required));
+    }
+    let org = match org {
+        Some(org) if errors.is_empty() => org,
+        _ => return Err(Problem::invalid(Kind::InvalidQuery, errors)),
+    };
+    if !ctx.identity.is_member(&org) {
+        return Err(Problem::with_arg(Kind::Forbidden, "workspace:read"));
+    }
+    let (items, next) = repo::list_workspaces(ctx.env.kv, &org, from, limit)?;
+    Ok(ApiResponse::json(
+        200,
+        &json!({"data": items, "nextCursor": next.map(encode_cursor)}),
+    ))
+}
+
+/// Cursors are opaque to clients: the next index slot, behind a version prefix.
+fn encode_cursor(slot: i64) -> String {
+    format!("c1.{slot}")
+}
+
+fn decode_cursor(cursor: &str) -> Option<i64> {
+    cursor.strip_prefix("c1.")?.parse().ok().filter(|n| *n >= 1)
+}

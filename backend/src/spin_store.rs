@@ -1,0 +1,71 @@
+//! [`Kv`] on Spin's key-value store: `fermyon:spin/key-value` for reads and writes,
+//! `wasi:keyvalue/atomics` for the counter and compare-and-swap. Both name the same store
+//! (the component's `default` store), so Spin and the local runner back them with one table.
+
+use spin_sdk::key_value::Store;
+use spin_sdk::wit::wasi::keyvalue::{atomics, store as wasi_store};
+
+use crate::store::{Kv, StoreError};
+
+/// The component's `default` store, opened once per request.
+pub struct SpinKv {
+    store: Store,
+    bucket: wasi_store::Bucket,
+}
+
+impl SpinKv {
+    /// Opens the store named `label` through both interfaces.
+    pub fn open(label: &str) -> Result<Self, StoreError> {
+        let store = Store::open(label).map_err(|e| StoreError(e.to_string()))?;
+        let bucket = wasi_store::open(label).map_err(wasi_error)?;
+        Ok(Self { store, bucket })
+    }
+}
+
+fn wasi_error(e: wasi_store::Error) -> StoreError {
+    StoreError(match e {
+        wasi_store::Error::NoSuchStore => "no such store".into(),
+        wasi_store::Error::AccessDenied => "access denied".into(),
+        wasi_store::Error::Other(msg) => msg,
+    })
+}
+
+impl Kv for SpinKv {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(key).map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.store
+            .set(key, value)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.store
+            .delete(key)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        atomics::increment(&self.bucket, key, delta).map_err(wasi_error)
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let cas = atomics::Cas::new(&self.bucket, key).map_err(wasi_error)?;
+        let current = cas.current().map_err(wasi_error)?;
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        match atomics::swap(cas, new) {
+            Ok(()) => Ok(true),
+            Err(atomics::CasError::CasFailed(_)) => Ok(false),
+            Err(atomics::CasError::StoreError(e)) => Err(wasi_error(e)),
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! Validation of `POST /api/workspaces` bodies: every offending field is reported, with a
+//! JSON pointer, in one response.
+
+use std::str::FromStr;
+
+use serde_json::{Map, Value};
+
+use crate::model::{LMS_INTEGRATIONS, VISIBILITIES};
+use crate::problem::{FieldError, Reason};
+
+/// Longest workspace name, in characters (both APIs).
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 2000;
+/// Most entries in `allowedDomains` or `supportedLanguages`.
+pub const MAX_LIST_ITEMS: usize = 50;
+
+/// A validated, normalized creation request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewWorkspace {
+    /// Lower-case UUID.
+    pub org_id: String,
+    /// Trimmed name.
+    pub name: String,
+    /// Description, `""` when absent.
+    pub description: String,
+    /// Visibility, `org` when absent.
+    pub visibility: String,
+    /// IANA zone, `UTC` when absent.
+    pub timezone: String,
+    /// Canonical tag; the first supported language (or `en-US`) when absent.
+    pub default_language: String,
+    /// Flag, false when absent.
+    pub education_mode: bool,
+    /// LMS, `none` when absent.
+    pub lms_integration: String,
+    /// Flag, false when absent.
+    pub exam_generation_enabled: bool,
+    /// Flag, false when absent.
+    pub beginner_mode_default: bool,
+    /// Normalized domains.
+    pub allowed_domains: Vec<String>,
+    /// `featureFlags` in declaration order: realTimeTranslation, roleAwareSummaries,
+    /// examGeneration, breakoutRooms, aiAttendee.
+    pub feature_flags: [bool; 5],
+    /// Canonical tags; `[defaultLanguage]` when absent.
+    pub supported_languages: Vec<String>,
+}
+
+const TOP: &[&str] = &[
+    "orgId",
+    "name",
+    "description",
+    "visibility",
+    "settings",
+    "allowedDomains",
+    "featureFlags",
+    "supportedLanguages",
+];
+const SETTINGS: &[&str] = &[
+    "timezone",
+    "defaultLanguage",
+    "educationMode",
+    "lmsIntegration",
+    "examGenerationEnabled",
+    "beginnerModeDefault",
+];
+const FLAGS: &[&str] = &[
+    "realTimeTranslation",
+    "roleAwareSummaries",
+    "examGeneration",
+    "breakoutRooms",
+    "aiAttendee",
+];
+
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, pointer: &str, reason: Reason) {
+        self.0.push(FieldError::new(pointer, reason));
+    }
+
+    fn unknown_fields(&mut self, obj: &Map<String, Value>, prefix: &str, known: &[&str]) {
+        for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
+            self.add(&format!("{prefix}/{}", escape(key)), Reason::Unknown);
+        }
+    }
+
+    fn string(&mut self, obj: &Map<String, Value>, prefix: &str, key: &str) -> Option<String> {
+        match obj.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                self.add(&format!("{prefix}/{key}"), Reason::WrongType("a string"));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, obj: &Map<String, Value>, prefix: &str, key: &str) -> bool {
+        match obj.get(key) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                self.add(&format!("{prefix}/{key}"), Reason::WrongType("a boolean"));
+                false
+            }
+        }
+    }
+
+    fn object<'v>(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        key: &str,
+    ) -> Option<&'v Map<String, Value>> {
+        match obj.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(o)) => Some(o),
+            Some(_) => {
+                self.add(&format!("/{key}"), Reason::WrongType("an object"));
+                None
+            }
+        }
+    }
+
+    fn string_list(&mut self, obj: &Map<String, Value>, key: &str) -> Option<Vec<(usize, String)>> {
+        match obj.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => {
+                if items.len() > MAX_LIST_ITEMS {
+                    self.add(&format!("/{key}"), Reason::TooLong(MAX_LIST_ITEMS));
+                    return None;
+                }
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push((i, s.clone())),
+                        _ => self.add(&format!("/{key}/{i}"), Reason::WrongType("a string")),
+                    }
+                }
+                Some(out)
+            }
+            Some(_) => {
+                self.add(&format!("/{key}"), Reason::WrongType("an array of strings"));
+                None
+            }
+        }
+    }
+}
+
+/// JSON pointer escaping (RFC 6901).
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// A trimmed name of 1 to [`MAX_NAME_CHARS`] characters.
+pub fn check_name(raw: &str) -> Result<String, Reason> {
+    let name = raw.trim();
+    if name.is_empty() {
+        Err(Reason::Empty)
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        Err(Reason::TooLong(MAX_NAME_CHARS))
+    } else {
+        Ok(name.to_owned())
+    }
+}
+
+/// The lower-case hyphenated form of a UUID.
+pub fn check_uuid(raw: &str) -> Option<String> {
+    if raw.len() != 36 {
+        return None;
+    }
+    uuid::Uuid::parse_str(raw)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
+}
+
+/// The canonical form of a registered BCP 47 tag (`EN-us` → `en-US`).
+pub fn check_language(raw: &str) -> Option<String> {
+    let tag = language_tags::LanguageTag::parse(raw).ok()?;
+    tag.validate().ok()?;
+    tag.canonicalize().ok().map(|t| t.to_string())
+}
+
+/// Whether `raw` names a zone of the IANA time zone database.
+pub fn check_timezone(raw: &str) -> bool {
+    chrono_tz::Tz::from_str(raw).is_ok()
+}
+
+/// The ASCII (punycode), lower-case form of a DNS name of at least two labels.
+pub fn check_domain(raw: &str) -> Option<String> {
+    let trimmed = raw.trim().strip_suffix('.').unwrap_or(raw.trim());
+    let ascii = idna::domain_to_ascii_strict(trimmed).ok()?;
+    let labels: Vec<&str> = ascii.split('.').collect();
+    let tld = labels.last()?;
+    // A name ending in an all-numeric label is an IP address, not a domain.
+    if labels.len() < 2
+        || tld.bytes().all(|b| b.is_ascii_digit())
+        || labels.iter().any(|l| l.is_empty() || l.len() > 63)
+    {
+        return None;
+    }
+    Some(ascii)
+}
+
+/// Validates a parsed JSON body.
+pub fn new_workspace(body: &Value) -> Result<NewWorkspace, Vec<FieldError>> {
+    let Some(obj) = body.as_object() else {
+        return Err(vec![FieldError::new("", Reason::WrongType("an object"))]);
+    };
+    let mut e = Errors(Vec::new());
+    e.unknown_fields(obj, "", TOP);
+
+    let org_id = match e.string(obj, "", "orgId") {
+        None if !obj.contains_key("orgId") || obj["orgId"].is_null() => {
+            e.add("/orgId", Reason::Required);
+            String::new()
+        }
+        None => String::new(),
+        Some(raw) => check_uuid(&raw).unwrap_or_else(|| {
+            e.add("/orgId", Reason::NotUuid);
+            String::new()
+        }),
+    };
+    let name = match e.string(obj, "", "name") {
+        None if obj.get("name").is_none_or(Value::is_null) => {
+            e.add("/name", Reason::Required);
+            String::new()
+        }
+        None => String::new(),
+        Some(raw) => check_name(&raw).unwrap_or_else(|r| {
+            e.add("/name", r);
+            String::new()
+        }),
+    };
+    let description = e.string(obj, "", "description").unwrap_or_default();
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        e.add("/description", Reason::TooLong(MAX_DESCRIPTION_CHARS));
+    }
+    let visibility = e
+        .string(obj, "", "visibility")
+        .unwrap_or_else(|| "org".into());
+    if !VISIBILITIES.contains(&visibility.as_str()) {
+        e.add("/visibility", Reason::NotOneOf(VISIBILITIES));
+    }
+
+    let empty = Map::new();
+    let settings = e.object(obj, "settings").unwrap_or(&empty);
+    e.unknown_fields(settings, "/settings", SETTINGS);
+    let timezone = e
+        .string(settings, "/settings", "timezone")
+        .unwrap_or_else(|| "UTC".into());
+    if !check_timezone(&timezone) {
+        e.add("/settings/timezone", Reason::NotTimezone);
+    }
+    let default_language = e
+        .string(settings, "/settings", "defaultLanguage")
+        .map(|raw| {
+            check_language(&raw).unwrap_or_else(|| {
+                e.add("/settings/defaultLanguage", Reason::NotLanguageTag);
+                raw
+            })
+        });
+    let education_mode = e.boolean(settings, "/settings", "educationMode");
+    let lms_integration = e
+        .string(settings, "/settings", "lmsIntegration")
+        .unwrap_or_else(|| "none".into());
+    if !LMS_INTEGRATIONS.contains(&lms_integration.as_str()) {
+        e.add(
+            "/settings/lmsIntegration",
+            Reason::NotOneOf(LMS_INTEGRATIONS),
+        );
+    }
+    let exam_generation_enabled = e.boolean(settings, "/settings", "examGenerationEnabled");
+    let beginner_mode_default = e.boolean(settings, "/settings", "beginnerModeDefault");
+
+    let flags_obj = e.object(obj, "featureFlags").unwrap_or(&empty);
+    e.unknown_fields(flags_obj, "/featureFlags", FLAGS);
+    let mut feature_flags = [false; 5];
+    for (slot, key) in feature_flags.iter_mut().zip(FLAGS) {
+        *slot = e.boolean(flags_obj, "/featureFlags", key);
+    }
+
+    let mut allowed_domains: Vec<String> = Vec::new();
+    for (i, raw) in e.string_list(obj, "allowedDomains").unwrap_or_default() {
+        match check_domain(&raw) {
+            Some(d) if !allowed_domains.contains(&d) => allowed_domains.push(d),
+            Some(_) => {}
+            None => e.add(&format!("/allowedDomains/{i}"), Reason::NotDomain),
+        }
+    }
+
+    let languages = e.string_list(obj, "supportedLanguages");
+    let given_languages = languages.is_some();
+    let mut supported_languages: Vec<String> = Vec::new();
+    for (i, raw) in languages.unwrap_or_default() {
+        match check_language(&raw) {
+            Some(tag)
+                if !supported_languages
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(&tag)) =>
+            {
+                supported_languages.push(tag)
+            }
+            Some(_) => {}
+            None => e.add(&format!("/supportedLanguages/{i}"), Reason::NotLanguageTag),
+        }
+    }
+    let default_language = match default_language {
+        Some(tag) => {
+            if given_languages
+                && !supported_languages
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(&tag))
+            {
+                e.add("/settings/defaultLanguage", Reason::NotSupportedLanguage);
+            }
+            tag
+        }
+        None => supported_languages
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "en-US".into()),
+    };
+    if !given_languages {
+        supported_languages = vec![default_language.clone()];
+    }
+
+    if !e.0.is_empty() {
+        return Err(e.0);
+    }
+    Ok(NewWorkspace {
+        org_id,
+        name,
+        description,
+        visibility,
+        timezone,
+        default_language,
+        education_mode,
+        lms_integration,
+        exam_generation_enabled,
+        beginner_mode_default,
+        allowed_domains,
+        feature_flags,
+        supported_languages,
+    })
+}
