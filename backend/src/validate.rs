@@ -345,3 +345,77 @@ pub fn new_workspace(body: &Value) -> Result<NewWorkspace, Vec<FieldError>> {
         supported_languages,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zones_languages_and_domains_come_from_their_registries() {
+        for zone in [
+            "America/Los_Angeles",
+            "Europe/Paris",
+            "UTC",
+            "Asia/Kolkata",
+            "America/Argentina/Buenos_Aires",
+        ] {
+            assert!(check_timezone(zone), "{zone}");
+        }
+        for zone in ["Mars/Olympus", "america/los_angeles", "PST8", "", "Europe/"] {
+            assert!(!check_timezone(zone), "{zone}");
+        }
+        for (raw, canonical) in [
+            ("en-US", "en-US"),
+            ("EN-us", "en-US"),
+            ("es-419", "es-419"),
+            ("zh-Hant-TW", "zh-Hant-TW"),
+            ("fr", "fr"),
+        ] {
+            assert_eq!(check_language(raw).as_deref(), Some(canonical), "{raw}");
+        }
+        for raw in [
+            "",
+            "en_US",
+            "english",
+            "en-AB",
+            "xx-invalid-tag-!!",
+            "en--US",
+        ] {
+            assert_eq!(check_language(raw), None, "{raw}");
+        }
+        for (raw, ascii) in [
+            ("university.edu", "university.edu"),
+            ("Sub.Example.COM.", "sub.example.com"),
+            ("bücher.de", "xn--bcher-kva.de"),
+        ] {
+            assert_eq!(check_domain(raw).as_deref(), Some(ascii), "{raw}");
+        }
+        for raw in [
+            "localhost",
+            "not a domain",
+            "-bad-.com",
+            "a..b",
+            "under_score.com",
+            "10.0.0.1",
+            &format!("{}.com", "a".repeat(64)),
+        ] {
+            assert_eq!(check_domain(raw), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn names_are_trimmed_and_counted_in_characters() {
+        assert_eq!(check_name("  Lab "), Ok("Lab".into()));
+        assert_eq!(check_name(" \t "), Err(Reason::Empty));
+        assert_eq!(
+            check_name(&"ü".repeat(100)).map(|n| n.chars().count()),
+            Ok(100)
+        );
+        assert_eq!(check_name(&"a".repeat(101)), Err(Reason::TooLong(100)));
+        assert_eq!(
+            check_uuid("A1B2C3D4-5678-90EF-1234-567890ABCDEF").as_deref(),
+            Some("a1b2c3d4-5678-90ef-1234-567890abcdef")
+        );
+        assert_eq!(check_uuid("a1b2c3d456789-0ef1234567890abcdef0"), None);
+    }
+}
