@@ -1,0 +1,376 @@
+//! The per-request host state, and the Spin interfaces spin-runner adds to WASI and
+//! `wasi:http`: `fermyon:spin/key-value@2.0.0`, `fermyon:spin/variables@2.0.0` and
+//! `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft2`, with Spin's semantics (checked against
+//! Spin's `factor-key-value` and `key-value-spin`).
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::kv::{KvError, SqliteKv};
+use crate::outbound::DenyOutbound;
+use crate::variables::{Lookup, ResolvedVariables};
+
+wasmtime::component::bindgen!({
+    world: "spin-host",
+    path: "wit",
+    imports: { default: async | trappable },
+    with: {
+        "fermyon:spin/key-value.store": OpenStore,
+        "wasi:keyvalue/store.bucket": OpenStore,
+        "wasi:keyvalue/atomics.cas": PendingCas,
+    },
+});
+
+use fermyon::spin::{key_value, variables};
+use wasi::keyvalue::{atomics, batch, store};
+
+/// An opened store (a `key-value.store` or a `wasi:keyvalue` bucket): its label.
+pub struct OpenStore {
+    label: String,
+}
+
+/// A `wasi:keyvalue/atomics.cas`: the key, and the value `current` last read, which `swap`
+/// expects to still be there (`None` until read: the key is expected to be absent, as in Spin).
+pub struct PendingCas {
+    label: String,
+    key: String,
+    expected: Option<Vec<u8>>,
+}
+
+/// What a component instance may reach besides WASI: shared by every request it serves.
+#[derive(Clone)]
+pub struct ComponentHost {
+    /// The component ID, for variable lookups.
+    pub component: Arc<str>,
+    /// Store labels from `key_value_stores`.
+    pub allowed_stores: Arc<[String]>,
+    /// The key-value database.
+    pub kv: SqliteKv,
+    /// Resolved variables of every component.
+    pub variables: Arc<ResolvedVariables>,
+}
+
+/// The data of one request's `Store`.
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    outbound: DenyOutbound,
+    host: ComponentHost,
+}
+
+impl HostState {
+    /// Fresh state for one request.
+    pub fn new(wasi: WasiCtx, host: ComponentHost) -> Self {
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            outbound: DenyOutbound,
+            host,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// Adds WASI, `wasi:http` and the Spin interfaces to `linker`.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    SpinHost::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    Ok(())
+}
+
+/// Runs blocking SQLite work without stalling the async executor's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+enum Open {
+    Allowed,
+    Denied,
+}
+
+impl HostState {
+    fn check_store(&self, label: &str) -> Open {
+        if self.host.allowed_stores.iter().any(|s| s == label) {
+            Open::Allowed
+        } else {
+            Open::Denied
+        }
+    }
+
+    fn label(&self, store: &Resource<OpenStore>) -> wasmtime::Result<String> {
+        Ok(self.table.get(store)?.label.clone())
+    }
+}
+
+fn spin_err(e: KvError) -> key_value::Error {
+    key_value::Error::Other(e.0)
+}
+
+fn wasi_err(e: KvError) -> store::Error {
+    store::Error::Other(e.0)
+}
+
+type SpinResult<T> = wasmtime::Result<Result<T, key_value::Error>>;
+type WasiResult<T> = wasmtime::Result<Result<T, store::Error>>;
+
+impl key_value::Host for HostState {}
+
+impl key_value::HostStore for HostState {
+    async fn open(&mut self, label: String) -> SpinResult<Resource<OpenStore>> {
+        // Labels outside `key_value_stores` are denied; every allowed label exists, because
+        // start-up refuses labels that are not defined (as Spin does).
+        match self.check_store(&label) {
+            Open::Denied => Ok(Err(key_value::Error::AccessDenied)),
+            Open::Allowed => Ok(Ok(self.table.push(OpenStore { label })?)),
+        }
+    }
+
+    async fn get(
+        &mut self,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> SpinResult<Option<Vec<u8>>> {
+        let label = self.label(&store)?;
+        Ok(blocking(|| self.host.kv.get(&label, &key)).map_err(spin_err))
+    }
+
+    async fn set(
+        &mut self,
+        store: Resource<OpenStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> SpinResult<()> {
+        let label = self.label(&store)?;
+        Ok(blocking(|| self.host.kv.set(&label, &key, &value)).map_err(spin_err))
+    }
+
+    async fn delete(&mut self, store: Resource<OpenStore>, key: String) -> SpinResult<()> {
+        let label = self.label(&store)?;
+        Ok(blocking(|| self.host.kv.delete(&label, &key)).map_err(spin_err))
+    }
+
+    async fn exists(&mut self, store: Resource<OpenStore>, key: String) -> SpinResult<bool> {
+        let label = self.label(&store)?;
+        Ok(blocking(|| self.host.kv.exists(&label, &key)).map_err(spin_err))
+    }
+
+    async fn get_keys(&mut self, store: Resource<OpenStore>) -> SpinResult<Vec<String>> {
+        let label = self.label(&store)?;
+        Ok(blocking(|| self.host.kv.keys(&label)).map_err(spin_err))
+    }
+
+    async fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {
+        self.table.delete(store)?;
+        Ok(())
+    }
+}
+
+impl variables::Host for HostState {
+    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
+        Ok(self
+            .host
+            .variables
+            .get(&self.host.component, &name)
+            .map_err(|e| match e {
+                Lookup::InvalidName(m) => variables::Error::InvalidName(m),
+                Lookup::Undefined(m) => variables::Error::Undefined(m),
+            }))
+    }
+}
+
+impl store::Host for HostState {
+    async fn open(&mut self, identifier: String) -> WasiResult<Resource<OpenStore>> {
+        match self.check_store(&identifier) {
+            Open::Denied => Ok(Err(store::Error::AccessDenied)),
+            Open::Allowed => Ok(Ok(self.table.push(OpenStore { label: identifier })?)),
+        }
+    }
+}
+
+impl store::HostBucket for HostState {
+    async fn get(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+    ) -> WasiResult<Option<Vec<u8>>> {
+        let label = self.label(&bucket)?;
+        Ok(blocking(|| self.host.kv.get(&label, &key)).map_err(wasi_err))
+    }
+
+    async fn set(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> WasiResult<()> {
+        let label = self.label(&bucket)?;
+        Ok(blocking(|| self.host.kv.set(&label, &key, &value)).map_err(wasi_err))
+    }
+
+    async fn delete(&mut self, bucket: Resource<OpenStore>, key: String) -> WasiResult<()> {
+        let label = self.label(&bucket)?;
+        Ok(blocking(|| self.host.kv.delete(&label, &key)).map_err(wasi_err))
+    }
+
+    async fn exists(&mut self, bucket: Resource<OpenStore>, key: String) -> WasiResult<bool> {
+        let label = self.label(&bucket)?;
+        Ok(blocking(|| self.host.kv.exists(&label, &key)).map_err(wasi_err))
+    }
+
+    /// All keys in one response with no cursor, as Spin answers; a cursor (which Spin never
+    /// hands out) is refused the way Spin refuses it.
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        cursor: Option<String>,
+    ) -> WasiResult<store::KeyResponse> {
+        if cursor.is_some() {
+            return Ok(Err(store::Error::Other(
+                "list_keys: cursor not supported".into(),
+            )));
+        }
+        let label = self.label(&bucket)?;
+        Ok(blocking(|| self.host.kv.keys(&label))
+            .map(|keys| store::KeyResponse { keys, cursor: None })
+            .map_err(wasi_err))
+    }
+
+    async fn drop(&mut self, bucket: Resource<OpenStore>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl batch::Host for HostState {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        keys: Vec<String>,
+    ) -> WasiResult<Vec<(String, Option<Vec<u8>>)>> {
+        let label = self.label(&bucket)?;
+        Ok(blocking(|| self.host.kv.get_many(&label, keys)).map_err(wasi_err))
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> WasiResult<()> {
+        let label = self.label(&bucket)?;
+        Ok(blocking(|| self.host.kv.set_many(&label, key_values)).map_err(wasi_err))
+    }
+
+    async fn delete_many(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        keys: Vec<String>,
+    ) -> WasiResult<()> {
+        let label = self.label(&bucket)?;
+        Ok(blocking(|| self.host.kv.delete_many(&label, keys)).map_err(wasi_err))
+    }
+}
+
+impl atomics::HostCas for HostState {
+    async fn new(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+    ) -> WasiResult<Resource<PendingCas>> {
+        let label = self.label(&bucket)?;
+        Ok(Ok(self.table.push(PendingCas {
+            label,
+            key,
+            expected: None,
+        })?))
+    }
+
+    async fn current(&mut self, cas: Resource<PendingCas>) -> WasiResult<Option<Vec<u8>>> {
+        let (label, key) = {
+            let cas = self.table.get(&cas)?;
+            (cas.label.clone(), cas.key.clone())
+        };
+        let value = match blocking(|| self.host.kv.get(&label, &key)) {
+            Ok(value) => value,
+            Err(e) => return Ok(Err(wasi_err(e))),
+        };
+        self.table.get_mut(&cas)?.expected.clone_from(&value);
+        Ok(Ok(value))
+    }
+
+    async fn drop(&mut self, cas: Resource<PendingCas>) -> wasmtime::Result<()> {
+        self.table.delete(cas)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for HostState {
+    async fn increment(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+        delta: i64,
+    ) -> WasiResult<i64> {
+        let label = self.label(&bucket)?;
+        Ok(blocking(|| self.host.kv.increment(&label, &key, delta)).map_err(wasi_err))
+    }
+
+    /// On a lost race, returns `cas-failed` with a fresh handle on the same key whose
+    /// expected value is the one now stored, so the guest can recompute and retry (Spin's
+    /// behavior).
+    async fn swap(
+        &mut self,
+        cas: Resource<PendingCas>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), atomics::CasError>> {
+        let PendingCas {
+            label,
+            key,
+            expected,
+        } = self.table.delete(cas)?;
+        let swapped = blocking(|| {
+            self.host
+                .kv
+                .compare_and_swap(&label, &key, expected.as_deref(), &value)
+        });
+        match swapped {
+            Ok(true) => Ok(Ok(())),
+            Ok(false) => {
+                let now = match blocking(|| self.host.kv.get(&label, &key)) {
+                    Ok(now) => now,
+                    Err(e) => return Ok(Err(atomics::CasError::StoreError(wasi_err(e)))),
+                };
+                let retry = self.table.push(PendingCas {
+                    label,
+                    key,
+                    expected: now,
+                })?;
+                Ok(Err(atomics::CasError::CasFailed(retry)))
+            }
+            Err(e) => Ok(Err(atomics::CasError::StoreError(wasi_err(e)))),
+        }
+    }
+}

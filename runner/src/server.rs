@@ -1,0 +1,312 @@
+//! Loading an application and serving it over HTTP/1.1: one fresh component instance per
+//! request, requests served concurrently, a trapping request answered with 500 while the
+//! runner keeps serving.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::WasiHttpView;
+
+use crate::cache;
+use crate::host::{self, ComponentHost, HostState};
+use crate::kv::{SqliteKv, DB_FILE};
+use crate::manifest::Manifest;
+use crate::routes::{spin_headers, RouteMatch, Router};
+use crate::variables::ResolvedVariables;
+
+/// What `spin-runner up` needs to start.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The manifest (`spin.toml`).
+    pub manifest: PathBuf,
+    /// Holds `sqlite_key_value.db`; created if missing.
+    pub state_dir: PathBuf,
+    /// Compiled-component cache; `None` for [`cache::default_dir`].
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The wasmtime engine spin-runner uses (wasmtime's defaults: Cranelift, async support).
+pub fn engine() -> Result<Engine> {
+    Engine::new(&Config::new()).map_err(anyhow::Error::from)
+}
+
+struct LoadedComponent {
+    pre: ProxyPre<HostState>,
+    host: ComponentHost,
+    environment: Vec<(String, String)>,
+}
+
+/// A loaded application, ready to serve.
+pub struct App {
+    router: Router,
+    components: BTreeMap<String, LoadedComponent>,
+}
+
+impl App {
+    /// Reads the manifest, resolves variables (`env` is `std::env::var` in production), opens
+    /// the key-value database and compiles (or loads from cache) every component.
+    pub fn load(options: &Options, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let manifest = Manifest::load(&options.manifest)?;
+        let router = Router::build(&manifest.routes)?;
+        let variables = Arc::new(ResolvedVariables::resolve(&manifest, env)?);
+
+        std::fs::create_dir_all(&options.state_dir).with_context(|| {
+            format!(
+                "cannot create state directory {}",
+                options.state_dir.display()
+            )
+        })?;
+        let db = options.state_dir.join(DB_FILE);
+        let kv = SqliteKv::open(&db)
+            .with_context(|| format!("cannot open key-value database {}", db.display()))?;
+
+        let engine = engine()?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+
+        let mut components = BTreeMap::new();
+        let served: std::collections::BTreeSet<&str> = manifest
+            .routes
+            .iter()
+            .map(|r| r.component.as_str())
+            .collect();
+        for (id, component) in &manifest.components {
+            if !served.contains(id.as_str()) {
+                continue;
+            }
+            let cache_dir = options
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| cache::default_dir(&component.source, &options.state_dir));
+            let started = Instant::now();
+            let (compiled, outcome) = cache::load(&engine, &component.source, &cache_dir)
+                .with_context(|| format!("component {id:?}"))?;
+            eprintln!(
+                "spin-runner: component {id:?} ready in {:.2}s ({outcome:?}; cache {})",
+                started.elapsed().as_secs_f64(),
+                cache_dir.display()
+            );
+            let pre = linker
+                .instantiate_pre(&compiled)
+                .map_err(|e| anyhow!("{e:#}"))
+                .with_context(|| {
+                    format!("component {id:?} imports something spin-runner does not provide")
+                })?;
+            let pre = ProxyPre::new(pre)
+                .map_err(|e| anyhow!("{e:#}"))
+                .with_context(|| {
+                    format!("component {id:?} does not export wasi:http/incoming-handler@0.2.x")
+                })?;
+            let host = ComponentHost {
+                component: Arc::from(id.as_str()),
+                allowed_stores: component.key_value_stores.clone().into(),
+                kv: kv.clone(),
+                variables: variables.clone(),
+            };
+            let environment = component.environment.clone().into_iter().collect();
+            components.insert(
+                id.clone(),
+                LoadedComponent {
+                    pre,
+                    host,
+                    environment,
+                },
+            );
+        }
+        Ok(Self { router, components })
+    }
+
+    /// The routes, for the start-up banner: (route, component).
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.router.describe()
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, client) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Running out of file descriptors and the like: keep serving.
+                    eprintln!("spin-runner: accept failed: {e}");
+                    continue;
+                }
+            },
+        };
+        let local = stream.local_addr().ok();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(handle(&app, req, client, local).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                eprintln!("spin-runner: connection from {client}: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(
+    app: &App,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Response<HyperOutgoingBody> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    // The path only: a query string may carry secrets.
+    let path = req.uri().path().to_owned();
+    let (response, component) = match app.router.route(&path) {
+        None => (text(StatusCode::NOT_FOUND, "Not Found"), None),
+        Some(route) => {
+            let component = route.component.clone();
+            let response = match call(app, req, &route, client, local).await {
+                Ok(response) => response,
+                Err(e) => {
+                    eprintln!(
+                        "spin-runner: {method} {path}: component {component:?} failed: {e:#}"
+                    );
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+                }
+            };
+            (response, Some(component))
+        }
+    };
+    eprintln!(
+        "spin-runner: {method} {path} -> {} in {:.1} ms{}",
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0,
+        component.map(|c| format!(" ({c})")).unwrap_or_default()
+    );
+    response
+}
+
+async fn call(
+    app: &App,
+    mut req: Request<Incoming>,
+    route: &RouteMatch,
+    client: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Result<Response<HyperOutgoingBody>> {
+    let component = app
+        .components
+        .get(&route.component)
+        .ok_or_else(|| anyhow!("component {:?} is not loaded", route.component))?;
+
+    // The authority the guest sees, and the one in `spin-full-url`.
+    let host = match req
+        .headers()
+        .get(http::header::HOST)
+        .map(HeaderValue::to_str)
+    {
+        Some(Ok(host)) => host.to_owned(),
+        _ => local.map_or_else(|| "localhost".to_owned(), |a| a.to_string()),
+    };
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+    for (name, value) in spin_headers(route, &host, &path_and_query, client) {
+        // Overwrites any client-sent `spin-*` header, so a client cannot fake them.
+        req.headers_mut()
+            .insert(name, HeaderValue::from_str(&value)?);
+    }
+    *req.uri_mut() = Uri::builder()
+        .scheme("http")
+        .authority(host.as_str())
+        .path_and_query(path_and_query.as_str())
+        .build()?;
+
+    let mut wasi = WasiCtx::builder();
+    // Our stdout carries only the `Serving …` line; component output goes to stderr.
+    wasi.stdout(wasmtime_wasi::cli::stderr())
+        .stderr(wasmtime_wasi::cli::stderr())
+        .envs(&component.environment);
+    let mut store = Store::new(
+        component.pre.engine(),
+        HostState::new(wasi.build(), component.host.clone()),
+    );
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let incoming = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req)
+        .map_err(anyhow::Error::from)?;
+    let outparam = store
+        .data_mut()
+        .http()
+        .new_response_outparam(sender)
+        .map_err(anyhow::Error::from)?;
+    let pre = component.pre.clone();
+
+    // The guest runs in its own task so it can keep streaming the body after the headers.
+    let task = tokio::spawn(async move {
+        let proxy = pre.instantiate_async(&mut store).await?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, incoming, outparam)
+            .await
+    });
+
+    match receiver.await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(code)) => Err(anyhow!("the component answered with error code {code:?}")),
+        Err(_) => match task.await {
+            Ok(Ok(())) => Err(anyhow!("the component returned without setting a response")),
+            Ok(Err(trap)) => Err(anyhow::Error::from(trap)),
+            Err(join) => Err(anyhow!("the request task failed: {join}")),
+        },
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<HyperOutgoingBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|never: Infallible| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Binds `listen`, printing nothing; the caller announces the real address.
+pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
+}
