@@ -61,17 +61,23 @@ fn run(cli: Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
+        // Installed first, so a signal during a slow start-up also ends the process with 0.
+        let shutdown = shutdown_signal()?;
+        tokio::pin!(shutdown);
         let options = Options {
             manifest: from,
             state_dir,
             cache_dir,
         };
         // Compiling may take seconds: do it off the async workers.
-        let app = tokio::task::spawn_blocking(move || {
+        let load = tokio::task::spawn_blocking(move || {
             App::load(&options, |name| std::env::var(name).ok())
-        })
-        .await??;
+        });
+        let app = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            app = load => app??,
+        };
         let listener = bind(listen).await?;
         let addr = listener.local_addr()?;
         for (route, component) in app.routes() {
@@ -82,28 +88,24 @@ fn run(cli: Cli) -> Result<()> {
         writeln!(stdout, "Serving http://{addr}")?;
         stdout.flush()?;
         drop(stdout);
-        serve(Arc::new(app), listener, shutdown_signal()).await?;
+        serve(Arc::new(app), listener, shutdown).await?;
         eprintln!("spin-runner: stopped");
         Ok(())
-    })
+    });
+    // Do not wait for a compilation still running in the blocking pool.
+    runtime.shutdown_background();
+    result
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// A future that completes on SIGINT or SIGTERM.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-        _ => {
-            // Without signal handlers the default action (terminate) still applies.
-            std::future::pending::<()>().await;
-        }
-    }
+    })
 }

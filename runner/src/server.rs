@@ -280,7 +280,19 @@ async fn call(
     });
 
     match receiver.await {
-        Ok(Ok(response)) => Ok(response),
+        Ok(Ok(response)) => {
+            // The guest may still be streaming the body: a trap now truncates it, and is
+            // worth a log line since the status already went out.
+            let component = route.component.clone();
+            tokio::spawn(async move {
+                if let Ok(Err(trap)) = task.await {
+                    eprintln!(
+                        "spin-runner: component {component:?} failed after responding: {trap:#}"
+                    );
+                }
+            });
+            Ok(response)
+        }
         Ok(Err(code)) => Err(anyhow!("the component answered with error code {code:?}")),
         Err(_) => match task.await {
             Ok(Ok(())) => Err(anyhow!("the component returned without setting a response")),
