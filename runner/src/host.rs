@@ -374,3 +374,188 @@ impl atomics::Host for HostState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::manifest::Manifest;
+
+    fn state() -> HostState {
+        let manifest = Manifest::parse(
+            r#"
+spin_manifest_version = 2
+[application]
+name = "t"
+[variables]
+region = { default = "eu" }
+[[trigger.http]]
+route = "/..."
+component = "c"
+[component.c]
+source = "c.wasm"
+key_value_stores = ["default"]
+[component.c.variables]
+where = "in-{{ region }}"
+"#,
+            Path::new("."),
+        )
+        .unwrap();
+        let variables = ResolvedVariables::resolve(&manifest, |_| None).unwrap();
+        HostState::new(
+            WasiCtx::builder().build(),
+            ComponentHost {
+                component: Arc::from("c"),
+                allowed_stores: vec!["default".to_string()].into(),
+                kv: SqliteKv::open_in_memory().unwrap(),
+                variables: Arc::new(variables),
+            },
+        )
+    }
+
+    fn borrow<T: 'static>(r: &Resource<T>) -> Resource<T> {
+        Resource::new_borrow(r.rep())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn spin_key_value_denies_unlisted_stores_and_round_trips() {
+        let mut s = state();
+        let denied = <HostState as key_value::HostStore>::open(&mut s, "other".into())
+            .await
+            .unwrap();
+        assert!(matches!(denied, Err(key_value::Error::AccessDenied)));
+        let store = <HostState as key_value::HostStore>::open(&mut s, "default".into())
+            .await
+            .unwrap()
+            .unwrap();
+        key_value::HostStore::set(&mut s, borrow(&store), "k".into(), b"v".to_vec())
+            .await
+            .unwrap()
+            .unwrap();
+        let got = key_value::HostStore::get(&mut s, borrow(&store), "k".into())
+            .await
+            .unwrap();
+        assert_eq!(got.unwrap(), Some(b"v".to_vec()));
+        let keys = key_value::HostStore::get_keys(&mut s, borrow(&store))
+            .await
+            .unwrap();
+        assert_eq!(keys.unwrap(), vec!["k".to_string()]);
+        key_value::HostStore::delete(&mut s, borrow(&store), "k".into())
+            .await
+            .unwrap()
+            .unwrap();
+        let exists = key_value::HostStore::exists(&mut s, borrow(&store), "k".into())
+            .await
+            .unwrap();
+        assert!(!exists.unwrap());
+        key_value::HostStore::drop(&mut s, store).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn wasi_keyvalue_cas_reports_conflicts_with_a_fresh_handle() {
+        let mut s = state();
+        let denied = <HostState as store::Host>::open(&mut s, "other".into())
+            .await
+            .unwrap();
+        assert!(matches!(denied, Err(store::Error::AccessDenied)));
+        let bucket = <HostState as store::Host>::open(&mut s, "default".into())
+            .await
+            .unwrap()
+            .unwrap();
+        store::HostBucket::set(&mut s, borrow(&bucket), "k".into(), b"one".to_vec())
+            .await
+            .unwrap()
+            .unwrap();
+
+        let cas = atomics::HostCas::new(&mut s, borrow(&bucket), "k".into())
+            .await
+            .unwrap()
+            .unwrap();
+        let current = atomics::HostCas::current(&mut s, borrow(&cas))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(current, Some(b"one".to_vec()));
+        // Someone else writes in between: the swap fails and hands back a retry handle that
+        // already expects the new value.
+        store::HostBucket::set(&mut s, borrow(&bucket), "k".into(), b"two".to_vec())
+            .await
+            .unwrap()
+            .unwrap();
+        let failed = atomics::Host::swap(&mut s, cas, b"three".to_vec())
+            .await
+            .unwrap();
+        let Err(atomics::CasError::CasFailed(retry)) = failed else {
+            panic!("expected cas-failed");
+        };
+        let get = store::HostBucket::get(&mut s, borrow(&bucket), "k".into())
+            .await
+            .unwrap();
+        assert_eq!(get.unwrap(), Some(b"two".to_vec()));
+        assert!(atomics::Host::swap(&mut s, retry, b"three".to_vec())
+            .await
+            .unwrap()
+            .is_ok());
+        let get = store::HostBucket::get(&mut s, borrow(&bucket), "k".into())
+            .await
+            .unwrap();
+        assert_eq!(get.unwrap(), Some(b"three".to_vec()));
+
+        // A CAS on an absent key without `current` claims it only while it stays absent.
+        let claim = atomics::HostCas::new(&mut s, borrow(&bucket), "new".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(atomics::Host::swap(&mut s, claim, b"mine".to_vec())
+            .await
+            .unwrap()
+            .is_ok());
+        let again = atomics::HostCas::new(&mut s, borrow(&bucket), "new".into())
+            .await
+            .unwrap()
+            .unwrap();
+        let lost = atomics::Host::swap(&mut s, again, b"theirs".to_vec())
+            .await
+            .unwrap();
+        assert!(matches!(lost, Err(atomics::CasError::CasFailed(_))));
+
+        let n = atomics::Host::increment(&mut s, borrow(&bucket), "n".into(), 5)
+            .await
+            .unwrap();
+        assert_eq!(n.unwrap(), 5);
+        let listed = store::HostBucket::list_keys(&mut s, borrow(&bucket), None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(listed.keys, vec!["k", "n", "new"]);
+        assert_eq!(listed.cursor, None);
+        let cursor = store::HostBucket::list_keys(&mut s, borrow(&bucket), Some("k".into()))
+            .await
+            .unwrap();
+        assert!(cursor.is_err());
+
+        let many = batch::Host::get_many(&mut s, borrow(&bucket), vec!["n".into(), "zz".into()])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            many,
+            vec![
+                ("n".to_string(), Some(5i64.to_le_bytes().to_vec())),
+                ("zz".to_string(), None)
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn variables_resolve_per_component() {
+        let mut s = state();
+        let got = variables::Host::get(&mut s, "where".into()).await.unwrap();
+        assert_eq!(got.unwrap(), "in-eu");
+        let undefined = variables::Host::get(&mut s, "region".into()).await.unwrap();
+        assert!(matches!(undefined, Err(variables::Error::Undefined(_))));
+        let invalid = variables::Host::get(&mut s, "Nope".into()).await.unwrap();
+        assert!(matches!(invalid, Err(variables::Error::InvalidName(_))));
+    }
+}

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
@@ -43,9 +43,29 @@ pub struct Options {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// The wasmtime engine spin-runner uses (wasmtime's defaults: Cranelift, async support).
+/// How often a running guest yields to the executor (Spin uses the same mechanism).
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The wasmtime engine spin-runner uses: wasmtime's defaults (Cranelift, async support) plus
+/// epoch interruption, so a guest computing for a long time yields its executor thread every
+/// [`EPOCH_TICK`] instead of holding up other requests (there are few threads on 2 cores).
+/// A thread ticks the epoch for as long as the engine lives.
 pub fn engine() -> Result<Engine> {
-    Engine::new(&Config::new()).map_err(anyhow::Error::from)
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("spin-runner-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .context("cannot start the epoch thread")?;
+    Ok(engine)
 }
 
 struct LoadedComponent {
@@ -268,6 +288,7 @@ async fn call(
         .http()
         .new_response_outparam(sender)
         .map_err(anyhow::Error::from)?;
+    store.epoch_deadline_async_yield_and_update(1);
     let pre = component.pre.clone();
 
     // The guest runs in its own task so it can keep streaming the body after the headers.

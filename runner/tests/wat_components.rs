@@ -8,6 +8,8 @@
 
 mod support;
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use support::{fixture, send, sqlite_rows, InProcess};
@@ -24,6 +26,11 @@ component = "kv"
 [[trigger.http]]
 route = "/sleep/..."
 component = "sleep"
+[[trigger.http]]
+route = "/forever"
+component = "forever"
+[component.forever]
+source = "{forever}"
 [component.kv]
 source = "{kv}"
 key_value_stores = ["default"]
@@ -32,6 +39,7 @@ source = "{sleep}"
 "#,
         kv = fixture("kv_then_trap.wat").display(),
         sleep = fixture("sleep_then_trap.wat").display(),
+        forever = fixture("spin_forever.wat").display(),
     );
     let path = dir.join("spin.toml");
     std::fs::write(&path, text).unwrap();
@@ -102,4 +110,32 @@ fn requests_are_served_concurrently() {
         elapsed < Duration::from_millis(1200),
         "{n} requests took {elapsed:?}"
     );
+}
+
+#[test]
+fn runaway_guests_do_not_stop_other_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = InProcess::start(&manifest(dir.path()), dir.path(), vec![]);
+    // Twice as many never-ending requests as the runtime has worker threads: without the
+    // epoch yields they would hold every thread and nothing else would be answered.
+    let spinning: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut stream = TcpStream::connect(runner.addr).unwrap();
+            write!(stream, "GET /forever HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    assert_eq!(
+        send(runner.addr, "GET", "/nothing-here", &[], b"").status,
+        404
+    );
+    assert_eq!(send(runner.addr, "GET", "/kv", &[], b"").status, 500);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(spinning);
 }
