@@ -1,1 +1,22 @@
-//! The proxy-wasm adapter from Envoy callbacks to `edge_policy`.
+//! The proxy-wasm adapter from Envoy callbacks to [`edge_policy::Worker`].
+//!
+//! Contexts come in pairs: [`root::FilterRoot`] (one per worker VM: configuration, key
+//! fetching, timers) makes [`http::FilterHttp`] (one per request). Everything they decide
+//! is decided by `edge_policy`; this crate only moves bytes between Envoy and it.
+
+mod host;
+mod http;
+mod keys;
+mod metrics;
+mod root;
+
+use proxy_wasm::types::LogLevel;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    // A panic aborts the VM; say so loudly, where operators look, before it does.
+    std::panic::set_hook(Box::new(|info| {
+        let _ = proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("edge filter panicked: {info}"));
+    }));
+    proxy_wasm::set_root_context(|context_id| Box::new(root::FilterRoot::new(context_id)));
+}}

@@ -1,1 +1,24 @@
 //! Host-independent policy logic of the edge filter.
+//!
+//! Nothing here imports `proxy_wasm`: the clock, randomness and shared data come in
+//! through [`gate::Host`] and [`store::SharedStore`], so every rule runs natively (and on
+//! `wasm32-unknown-unknown` under `wasm-bindgen-test`) against in-memory fakes. The
+//! `edge-filter` crate adapts Envoy's callbacks to [`gate::Worker`].
+
+pub mod cache;
+pub mod config;
+pub mod duration;
+pub mod gate;
+pub mod hash;
+pub mod idempotency;
+pub mod jwks;
+pub mod jwt;
+pub mod permission;
+pub mod problem;
+pub mod ratelimit;
+pub mod request_id;
+pub mod route;
+pub mod store;
+
+pub use config::{ConfigError, Policy};
+pub use gate::{Host, Pending, RequestHead, Step, Worker};

@@ -1,0 +1,163 @@
+//! Remote JWKS: fetched through an Envoy cluster at start, on a schedule, and (rate-limited)
+//! when a token names an unknown `kid`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use edge_policy::jwks::JwkSet;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType};
+
+use crate::host;
+use crate::http;
+use crate::root::Shared;
+
+/// Fetch bookkeeping of one issuer.
+#[derive(Debug, Default, Clone)]
+pub struct FetchState {
+    /// When the fetch in flight started, if one is.
+    pub in_flight_since: Option<u64>,
+    /// When the last fetch started.
+    pub last_attempt_ms: Option<u64>,
+    /// When the next scheduled refresh is due.
+    pub next_refresh_ms: u64,
+}
+
+/// Starts a fetch of `issuer`'s keys unless one is in flight. Returns whether a fetch is
+/// now in flight. `unknown_kid` applies the minimum refresh interval.
+pub fn fetch(shared: &mut Shared, issuer: usize, now: u64, unknown_kid: bool) -> bool {
+    let Some(remote) = shared
+        .worker
+        .as_ref()
+        .and_then(|w| w.policy.issuers.get(issuer))
+        .and_then(|i| i.remote.clone())
+    else {
+        return false;
+    };
+    let timeout_ms = u64::try_from(remote.timeout.as_millis()).unwrap_or(u64::MAX);
+    let min_interval = u64::try_from(remote.min_refresh_interval.as_millis()).unwrap_or(u64::MAX);
+    let Some(state) = shared.fetch.get_mut(issuer) else {
+        return false;
+    };
+    // A fetch whose callback never came (its context went away) stops counting after its timeout.
+    if let Some(since) = state.in_flight_since {
+        if now < since.saturating_add(timeout_ms).saturating_add(1_000) {
+            return true;
+        }
+        state.in_flight_since = None;
+    }
+    if unknown_kid
+        && state
+            .last_attempt_ms
+            .is_some_and(|last| now < last.saturating_add(min_interval))
+    {
+        return false;
+    }
+    let headers = vec![
+        (":method", "GET"),
+        (":path", remote.path.as_str()),
+        (":authority", remote.authority.as_str()),
+        ("accept", "application/json"),
+    ];
+    match hostcalls::dispatch_http_call(&remote.cluster, headers, None, vec![], remote.timeout) {
+        Ok(token) => {
+            state.in_flight_since = Some(now);
+            state.last_attempt_ms = Some(now);
+            shared.calls.insert(token, issuer);
+            true
+        }
+        Err(status) => {
+            state.last_attempt_ms = Some(now);
+            shared.metrics.count("jwks_fetch.failed");
+            host::log(
+                LogLevel::Warn,
+                &format!("jwks fetch for issuer #{issuer} could not start: {status:?}"),
+            );
+            false
+        }
+    }
+}
+
+/// Starts the scheduled refreshes that are due (and the first load).
+pub fn refresh_due(shared: &Rc<RefCell<Shared>>, now: u64) {
+    let mut guard = shared.borrow_mut();
+    let shared = &mut *guard;
+    let n = shared.fetch.len();
+    for issuer in 0..n {
+        let due = shared
+            .fetch
+            .get(issuer)
+            .is_some_and(|f| f.in_flight_since.is_none() && now >= f.next_refresh_ms);
+        let remote = shared
+            .worker
+            .as_ref()
+            .and_then(|w| w.policy.issuers.get(issuer))
+            .is_some_and(|i| i.remote.is_some());
+        if due && remote {
+            fetch(shared, issuer, now, false);
+        }
+    }
+}
+
+/// Handles a fetch response (delivered to whichever context started the fetch), installs
+/// the keys and wakes the requests waiting for them.
+pub fn on_response(shared: &Rc<RefCell<Shared>>, token: u32, body_size: usize) {
+    let now = host::now_ms();
+    let issuer = {
+        let mut guard = shared.borrow_mut();
+        let s = &mut *guard;
+        let Some(issuer) = s.calls.remove(&token) else {
+            return;
+        };
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten();
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let parsed = if status.as_deref() == Some("200") {
+            JwkSet::from_slice(&body).map_err(|e| e.to_string())
+        } else {
+            Err(format!("status {}", status.unwrap_or_default()))
+        };
+        let (refresh_ms, retry_ms) = s
+            .worker
+            .as_ref()
+            .and_then(|w| w.policy.issuers.get(issuer))
+            .and_then(|i| i.remote.as_ref())
+            .map(|r| {
+                (
+                    u64::try_from(r.refresh_interval.as_millis()).unwrap_or(u64::MAX),
+                    u64::try_from(r.min_refresh_interval.as_millis()).unwrap_or(u64::MAX),
+                )
+            })
+            .unwrap_or((300_000, 30_000));
+        match parsed {
+            Ok(set) => {
+                if let Some(w) = s.worker.as_mut() {
+                    w.set_remote_keys(issuer, set);
+                }
+                s.metrics.count("jwks_fetch.ok");
+                if let Some(f) = s.fetch.get_mut(issuer) {
+                    f.in_flight_since = None;
+                    f.next_refresh_ms = now.saturating_add(refresh_ms);
+                }
+            }
+            Err(why) => {
+                s.metrics.count("jwks_fetch.failed");
+                host::log(
+                    LogLevel::Warn,
+                    &format!("jwks fetch for issuer #{issuer} failed: {why}"),
+                );
+                if let Some(f) = s.fetch.get_mut(issuer) {
+                    f.in_flight_since = None;
+                    // Retry sooner than the regular schedule when keys could not be loaded.
+                    f.next_refresh_ms = now.saturating_add(retry_ms.min(refresh_ms).min(5_000));
+                }
+            }
+        }
+        issuer
+    };
+    http::wake_waiters(shared, |w| w.issuer == issuer);
+}

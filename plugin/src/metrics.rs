@@ -1,0 +1,33 @@
+//! Envoy counters per decision and reason: `edge_filter.<outcome>.<reason>`, shown on the
+//! admin `/stats/prometheus` as `envoy_wasmcustom_edge_filter_<outcome>_<reason>`.
+
+use std::collections::HashMap;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+/// Counter ids defined so far in this VM.
+#[derive(Default)]
+pub struct Metrics {
+    ids: HashMap<String, u32>,
+}
+
+impl Metrics {
+    /// Adds one to `edge_filter.<name>`, defining the counter on first use.
+    pub fn count(&mut self, name: &str) {
+        let id = match self.ids.get(name) {
+            Some(id) => *id,
+            None => {
+                match hostcalls::define_metric(MetricType::Counter, &format!("edge_filter.{name}"))
+                {
+                    Ok(id) => {
+                        self.ids.insert(name.to_owned(), id);
+                        id
+                    }
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}

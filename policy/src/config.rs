@@ -1,0 +1,681 @@
+//! The filter's JSON configuration: the raw serde form (every struct refuses unknown
+//! fields) and its validation into a ready-to-use [`Policy`].
+//!
+//! Validation happens once, when Envoy hands the configuration to the filter; a
+//! [`ConfigError`] names the offending field so the one log line that refuses the
+//! configuration tells the operator what to fix.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration;
+use crate::jwks::{JwkSet, JwksError};
+use crate::jwt::Alg;
+use crate::permission::Condition;
+use crate::route::{PathPattern, RouteTable};
+
+/// Where a configuration went wrong: the JSON path of the field and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending field, e.g. `issuers[0].jwks`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid filter configuration: field `{}`: {}",
+            self.field, self.reason
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw form, as written in envoy.yaml. Documented field by field in plugin/CONFIG.md.
+// ---------------------------------------------------------------------------------------
+
+/// The configuration as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Trusted token issuers.
+    pub issuers: Vec<RawIssuer>,
+    /// How the verified identity is signed for the backend.
+    pub identity: RawIdentity,
+    /// Role name to the permissions it carries.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Per-route policies, matched in order.
+    pub routes: Vec<RawRoute>,
+    /// What happens to a request that matches no route.
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    /// Size limits and the per-address limit on unauthenticated traffic.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Idempotency record settings.
+    #[serde(default)]
+    pub idempotency: RawIdempotency,
+}
+
+/// What to do with a request no route matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    /// Require a valid token and forward the identity (the default: nothing passes unchecked).
+    #[default]
+    Authenticate,
+    /// Answer 404 from the edge.
+    Reject,
+}
+
+/// One trusted issuer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    /// The exact `iss` claim value.
+    pub issuer: String,
+    /// Accepted `aud` values; the token's audience must intersect them.
+    pub audiences: Vec<String>,
+    /// The algorithm allow-list, e.g. `["EdDSA", "RS256"]`.
+    pub algorithms: Vec<String>,
+    /// An inline JWKS document (`{"keys": [...]}`).
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// A JWKS fetched through an Envoy cluster.
+    #[serde(default)]
+    pub remote_jwks: Option<RawRemoteJwks>,
+    /// Allowed clock difference for `exp`, `nbf` and `iat`.
+    #[serde(default = "default_skew", deserialize_with = "duration::deserialize")]
+    pub clock_skew: Duration,
+    /// Longest accepted token lifetime (`exp - iat`).
+    #[serde(
+        default = "default_max_lifetime",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub max_lifetime: Duration,
+}
+
+fn default_skew() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// A remote JWKS endpoint reached through an Envoy cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemoteJwks {
+    /// The Envoy cluster that reaches the key server.
+    pub cluster: String,
+    /// The `:authority` sent to it.
+    pub authority: String,
+    /// The path of the JWKS document.
+    pub path: String,
+    /// How often keys are refreshed.
+    #[serde(
+        default = "default_refresh",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub refresh_interval: Duration,
+    /// Shortest interval between refreshes triggered by an unknown `kid`.
+    #[serde(
+        default = "default_min_refresh",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub min_refresh_interval: Duration,
+    /// Timeout of one fetch.
+    #[serde(
+        default = "default_fetch_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub timeout: Duration,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_min_refresh() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The key that signs forwarded identities. Exactly one of the two fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// The key itself (local development only).
+    #[serde(default)]
+    pub hmac_key: Option<String>,
+    /// Name of an environment variable holding the key, exposed to the VM through
+    /// `vm_config.environment_variables`.
+    #[serde(default)]
+    pub hmac_key_env: Option<String>,
+}
+
+/// One route policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Name used in stats and rate-limit keys.
+    pub name: String,
+    /// HTTP method, upper case.
+    pub method: String,
+    /// Path pattern: literal segments, `{param}` for one segment, a final `*` for the rest.
+    pub path: String,
+    /// Permission required in the target organization.
+    #[serde(default)]
+    pub permission: Option<String>,
+    /// Where the target organization comes from.
+    #[serde(default)]
+    pub org: Option<RawOrgSource>,
+    /// Conditions on claims that must all hold.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Per-user token bucket.
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
+    /// Whether `Idempotency-Key` is required, optional or ignored.
+    #[serde(default)]
+    pub idempotency: IdempotencyMode,
+}
+
+/// Where a route's target organization comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RawOrgSource {
+    /// A top-level string field of the JSON body.
+    BodyField(String),
+    /// A string claim of the token.
+    Claim(String),
+}
+
+/// A token bucket: `requests` per `per`, refilled continuously.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Bucket size and requests per window.
+    pub requests: u32,
+    /// The window.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub per: Duration,
+}
+
+/// How a route treats `Idempotency-Key`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdempotencyMode {
+    /// The header is ignored.
+    #[default]
+    Off,
+    /// Used when present.
+    Optional,
+    /// 400 when absent.
+    Required,
+}
+
+/// Size limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Longest accepted bearer token in bytes.
+    #[serde(default = "default_max_token")]
+    pub max_token_bytes: usize,
+    /// Largest body buffered on routes that read it (413 beyond).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Per client address limit on requests that fail authentication.
+    #[serde(default = "default_unauth")]
+    pub unauthenticated: RawRateLimit,
+    /// How long a request may wait for its issuer's keys to load.
+    #[serde(
+        default = "default_key_wait",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub key_wait: Duration,
+    /// Number of hashed rate-limit slots in shared data (memory bound).
+    #[serde(default = "default_rl_slots")]
+    pub rate_limit_slots: u32,
+    /// Verified tokens cached per worker.
+    #[serde(default = "default_token_cache")]
+    pub token_cache_entries: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_token_bytes: default_max_token(),
+            max_body_bytes: default_max_body(),
+            unauthenticated: default_unauth(),
+            key_wait: default_key_wait(),
+            rate_limit_slots: default_rl_slots(),
+            token_cache_entries: default_token_cache(),
+        }
+    }
+}
+
+fn default_max_token() -> usize {
+    8 * 1024
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_unauth() -> RawRateLimit {
+    RawRateLimit {
+        requests: 120,
+        per: Duration::from_secs(60),
+    }
+}
+fn default_key_wait() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_rl_slots() -> u32 {
+    4096
+}
+fn default_token_cache() -> usize {
+    1024
+}
+
+/// Idempotency records.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdempotency {
+    /// How long a completed response is replayed.
+    #[serde(
+        default = "default_idem_ttl",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub ttl: Duration,
+    /// How long an in-flight claim blocks retries if its request never completes.
+    #[serde(
+        default = "default_in_flight",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub in_flight_timeout: Duration,
+    /// Largest response body stored for replay; larger responses release the key.
+    #[serde(default = "default_idem_body")]
+    pub max_response_bytes: usize,
+    /// Number of hashed record slots in shared data (memory bound).
+    #[serde(default = "default_idem_slots")]
+    pub slots: u32,
+}
+
+impl Default for RawIdempotency {
+    fn default() -> Self {
+        Self {
+            ttl: default_idem_ttl(),
+            in_flight_timeout: default_in_flight(),
+            max_response_bytes: default_idem_body(),
+            slots: default_idem_slots(),
+        }
+    }
+}
+
+fn default_idem_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_in_flight() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_idem_body() -> usize {
+    16 * 1024
+}
+fn default_idem_slots() -> u32 {
+    1024
+}
+
+// ---------------------------------------------------------------------------------------
+// Validated form.
+// ---------------------------------------------------------------------------------------
+
+/// A validated configuration, ready for the request path.
+#[derive(Debug)]
+pub struct Policy {
+    /// Trusted issuers, looked up by `iss`.
+    pub issuers: Vec<Issuer>,
+    /// The identity-signing key source.
+    pub identity_key: KeySource,
+    /// Role name to permissions.
+    pub roles: BTreeMap<String, BTreeSet<String>>,
+    /// Compiled routes.
+    pub routes: RouteTable,
+    /// What happens to unmatched requests.
+    pub unmatched: Unmatched,
+    /// Limits.
+    pub limits: Limits,
+    /// Idempotency settings.
+    pub idempotency: IdempotencySettings,
+    /// Short hash of the configuration text; namespaces shared-data keys so a reloaded
+    /// configuration starts from a clean slate without clobbering the old one's state.
+    pub generation: String,
+}
+
+/// A trusted issuer, validated.
+#[derive(Debug)]
+pub struct Issuer {
+    /// `iss`.
+    pub issuer: String,
+    /// Accepted audiences.
+    pub audiences: BTreeSet<String>,
+    /// Allowed algorithms.
+    pub algorithms: BTreeSet<Alg>,
+    /// Inline keys (empty when only remote keys are configured).
+    pub inline_keys: JwkSet,
+    /// The remote JWKS, if any.
+    pub remote: Option<RawRemoteJwks>,
+    /// Clock skew in seconds.
+    pub skew_secs: i64,
+    /// Longest lifetime in seconds.
+    pub max_lifetime_secs: i64,
+}
+
+/// Where the identity HMAC key comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// Given inline.
+    Inline(Vec<u8>),
+    /// Read from this environment variable when the filter starts.
+    Env(String),
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inline(_) => f.write_str("Inline(<redacted>)"),
+            Self::Env(name) => write!(f, "Env({name:?})"),
+        }
+    }
+}
+
+/// Validated limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest token.
+    pub max_token_bytes: usize,
+    /// Largest buffered body.
+    pub max_body_bytes: usize,
+    /// Unauthenticated per-address bucket.
+    pub unauthenticated: crate::ratelimit::Bucket,
+    /// Key wait bound in milliseconds.
+    pub key_wait_ms: u64,
+    /// Rate-limit slots.
+    pub rate_limit_slots: u32,
+    /// Token cache capacity.
+    pub token_cache_entries: usize,
+}
+
+/// Validated idempotency settings.
+#[derive(Debug, Clone)]
+pub struct IdempotencySettings {
+    /// Replay lifetime, ms.
+    pub ttl_ms: u64,
+    /// In-flight timeout, ms.
+    pub in_flight_ms: u64,
+    /// Largest stored body.
+    pub max_response_bytes: usize,
+    /// Record slots.
+    pub slots: u32,
+}
+
+impl Policy {
+    /// Parses and validates the configuration text.
+    pub fn from_json(text: &[u8]) -> Result<Self, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(text);
+        let raw: RawConfig = parse_with_path(de)?;
+        let generation = crate::hash::short_hex(text);
+        Self::validate(raw, generation)
+    }
+
+    /// Validates a parsed configuration.
+    pub fn validate(raw: RawConfig, generation: String) -> Result<Self, ConfigError> {
+        if raw.issuers.is_empty() {
+            return Err(err("issuers", "at least one issuer is required"));
+        }
+        let mut issuers = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, iss) in raw.issuers.into_iter().enumerate() {
+            let at = |f: &str| format!("issuers[{i}].{f}");
+            if iss.issuer.is_empty() || !seen.insert(iss.issuer.clone()) {
+                return Err(err(at("issuer"), "must be non-empty and unique"));
+            }
+            if iss.audiences.is_empty() {
+                return Err(err(at("audiences"), "at least one audience is required"));
+            }
+            if iss.algorithms.is_empty() {
+                return Err(err(at("algorithms"), "at least one algorithm is required"));
+            }
+            let mut algorithms = BTreeSet::new();
+            for name in &iss.algorithms {
+                let alg = Alg::from_name(name).ok_or_else(|| {
+                    err(
+                        at("algorithms"),
+                        format!("unsupported algorithm {name:?} (none is never accepted)"),
+                    )
+                })?;
+                algorithms.insert(alg);
+            }
+            let inline_keys = match &iss.jwks {
+                Some(doc) => JwkSet::from_value(doc)
+                    .map_err(|e: JwksError| err(at("jwks"), e.to_string()))?,
+                None => JwkSet::default(),
+            };
+            if iss.jwks.is_none() && iss.remote_jwks.is_none() {
+                return Err(err(
+                    at("jwks"),
+                    "one of `jwks` or `remote_jwks` is required",
+                ));
+            }
+            if let Some(remote) = &iss.remote_jwks {
+                if remote.cluster.is_empty() {
+                    return Err(err(at("remote_jwks.cluster"), "must not be empty"));
+                }
+                if !remote.path.starts_with('/') {
+                    return Err(err(at("remote_jwks.path"), "must start with `/`"));
+                }
+                if remote.refresh_interval < Duration::from_secs(1) {
+                    return Err(err(
+                        at("remote_jwks.refresh_interval"),
+                        "must be at least 1s",
+                    ));
+                }
+            }
+            if let Some(bad) = inline_keys
+                .keys
+                .iter()
+                .find(|k| !algorithms.iter().any(|a| k.fits(*a)))
+            {
+                return Err(err(
+                    at("jwks"),
+                    format!(
+                        "key {:?} fits none of the allowed algorithms",
+                        bad.kid.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
+            issuers.push(Issuer {
+                issuer: iss.issuer,
+                audiences: iss.audiences.into_iter().collect(),
+                algorithms,
+                inline_keys,
+                remote: iss.remote_jwks,
+                skew_secs: secs(iss.clock_skew),
+                max_lifetime_secs: secs(iss.max_lifetime),
+            });
+        }
+
+        let identity_key = match (raw.identity.hmac_key, raw.identity.hmac_key_env) {
+            (Some(key), None) => {
+                let key = key.trim().as_bytes().to_vec();
+                if key.len() < gateway_identity::MIN_KEY_LEN {
+                    return Err(err(
+                        "identity.hmac_key",
+                        format!("must be at least {} bytes", gateway_identity::MIN_KEY_LEN),
+                    ));
+                }
+                KeySource::Inline(key)
+            }
+            (None, Some(name)) if !name.is_empty() => KeySource::Env(name),
+            _ => {
+                return Err(err(
+                    "identity",
+                    "exactly one of `hmac_key` or `hmac_key_env` is required",
+                ))
+            }
+        };
+
+        let roles = raw
+            .roles
+            .into_iter()
+            .map(|(role, perms)| (role, perms.into_iter().collect()))
+            .collect();
+
+        let mut routes = Vec::new();
+        let mut names = BTreeSet::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let at = |f: &str| format!("routes[{i}].{f}");
+            if r.name.is_empty() || !names.insert(r.name.clone()) {
+                return Err(err(at("name"), "must be non-empty and unique"));
+            }
+            let method = r.method.to_ascii_uppercase();
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(err(at("method"), "must be an HTTP method such as POST"));
+            }
+            let path = PathPattern::parse(&r.path).map_err(|why| err(at("path"), why))?;
+            if r.permission.is_some() != r.org.is_some() {
+                return Err(err(at("permission"), "`permission` and `org` go together"));
+            }
+            if let Some(RawOrgSource::BodyField(f) | RawOrgSource::Claim(f)) = &r.org {
+                if f.is_empty() {
+                    return Err(err(at("org"), "names an empty field"));
+                }
+            }
+            for (c, cond) in r.conditions.iter().enumerate() {
+                cond.validate()
+                    .map_err(|why| err(at(&format!("conditions[{c}]")), why))?;
+            }
+            let rate_limit = match r.rate_limit {
+                Some(rl) => Some(bucket(&rl).map_err(|why| err(at("rate_limit"), why))?),
+                None => None,
+            };
+            routes.push(crate::route::Route {
+                name: r.name,
+                method,
+                path,
+                permission: r.permission,
+                org: r.org,
+                conditions: r.conditions,
+                rate_limit,
+                idempotency: r.idempotency,
+            });
+        }
+
+        let l = raw.limits;
+        if l.max_token_bytes < 64 {
+            return Err(err("limits.max_token_bytes", "must be at least 64"));
+        }
+        if l.rate_limit_slots == 0 {
+            return Err(err("limits.rate_limit_slots", "must be at least 1"));
+        }
+        let limits = Limits {
+            max_token_bytes: l.max_token_bytes,
+            max_body_bytes: l.max_body_bytes,
+            unauthenticated: bucket(&l.unauthenticated)
+                .map_err(|why| err("limits.unauthenticated", why))?,
+            key_wait_ms: millis(l.key_wait),
+            rate_limit_slots: l.rate_limit_slots,
+            token_cache_entries: l.token_cache_entries,
+        };
+        let im = raw.idempotency;
+        if im.slots == 0 {
+            return Err(err("idempotency.slots", "must be at least 1"));
+        }
+        let idempotency = IdempotencySettings {
+            ttl_ms: millis(im.ttl),
+            in_flight_ms: millis(im.in_flight_timeout),
+            max_response_bytes: im.max_response_bytes,
+            slots: im.slots,
+        };
+        Ok(Self {
+            issuers,
+            identity_key,
+            roles,
+            routes: RouteTable::new(routes),
+            unmatched: raw.unmatched,
+            limits,
+            idempotency,
+            generation,
+        })
+    }
+
+    /// The issuer configured for `iss`.
+    pub fn issuer(&self, iss: &str) -> Option<(usize, &Issuer)> {
+        self.issuers
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.issuer == iss)
+    }
+}
+
+fn bucket(raw: &RawRateLimit) -> Result<crate::ratelimit::Bucket, String> {
+    if raw.requests == 0 {
+        return Err("`requests` must be at least 1".into());
+    }
+    if raw.per < Duration::from_secs(1) {
+        return Err("`per` must be at least 1s".into());
+    }
+    Ok(crate::ratelimit::Bucket {
+        capacity: raw.requests,
+        window_ms: millis(raw.per),
+    })
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Deserializes with `serde_path_to_error`, so the error names the field's full path
+/// (`routes[1].rate_limit.per`), including the name of an unknown field.
+fn parse_with_path<'de, T: Deserialize<'de>>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut field = e.path().to_string();
+        let reason = e.inner().to_string();
+        if let Some(unknown) = reason
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
+            field = if field == "." {
+                unknown.to_owned()
+            } else {
+                format!("{field}.{unknown}")
+            };
+        }
+        if field == "." {
+            field = "(document)".to_owned();
+        }
+        err(field, reason)
+    })
+}

@@ -1,0 +1,629 @@
+//! The decision pipeline: what the filter does at request headers, request body and
+//! response, as pure functions of the request, the per-worker state and the host inputs
+//! (clock, randomness, shared store). The proxy-wasm adapter only moves bytes.
+
+use std::sync::Arc;
+
+use gateway_identity::{Identity, Request, Signer, FORWARDED_HEADERS};
+use serde_json::Value;
+
+use crate::cache::TokenCache;
+use crate::config::{IdempotencyMode, Policy, RawOrgSource, Unmatched};
+use crate::idempotency::{self, Begin, Claim, Records, StoredResponse};
+use crate::jwks::JwkSet;
+use crate::jwt::{TokenError, Verified, Verifier};
+use crate::permission;
+use crate::problem::{catalogue, Problem, Reply};
+use crate::ratelimit::{Decision, Limiter};
+use crate::request_id;
+use crate::route::Route;
+use crate::store::{SharedStore, StoreError};
+
+/// What the host provides to one decision.
+pub struct Host<'a> {
+    /// Shared data across workers.
+    pub store: &'a dyn SharedStore,
+    /// Envoy's clock, unix milliseconds.
+    pub now_ms: u64,
+    /// Host randomness.
+    pub random: &'a mut dyn FnMut() -> [u8; 16],
+}
+
+impl Host<'_> {
+    fn now_secs(&self) -> i64 {
+        i64::try_from(self.now_ms / 1000).unwrap_or(i64::MAX)
+    }
+}
+
+/// A request as seen at its headers.
+#[derive(Debug, Clone)]
+pub struct RequestHead<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// Path with query.
+    pub path: &'a str,
+    /// Every header, lower-case names, repeated headers repeated.
+    pub headers: &'a [(String, String)],
+    /// Client IP (without port), when known.
+    pub client_addr: Option<&'a str>,
+}
+
+impl RequestHead<'_> {
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn instance(&self) -> &str {
+        self.path.split(['?', '#']).next().unwrap_or(self.path)
+    }
+}
+
+/// The next step after a decision.
+#[derive(Debug)]
+pub enum Step {
+    /// Answer locally.
+    Reject(Reply),
+    /// The issuer's keys are not loaded (or the token names an unknown `kid`): fetch them
+    /// and run the headers decision again, with `may_wait` false.
+    WaitForKeys {
+        /// Issuer index.
+        issuer: usize,
+    },
+    /// Forward, after mutating the request as [`Pending`] says; if
+    /// [`Pending::needs_body`], read the whole body and call [`Worker::on_body`] first.
+    Forward,
+}
+
+/// Per-request state carried from one callback to the next.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// The request's ID.
+    pub request_id: String,
+    /// Instance (path without query) for problem bodies.
+    pub instance: String,
+    /// Request headers to remove before forwarding.
+    pub remove_headers: Vec<String>,
+    /// Request headers to set before forwarding.
+    pub set_headers: Vec<(String, String)>,
+    /// Headers to add to the response.
+    pub response_headers: Vec<(String, String)>,
+    /// Whether the body must be read before forwarding.
+    pub needs_body: bool,
+    /// Stats reason of the decision so far.
+    pub reason: &'static str,
+    method: String,
+    route: Option<usize>,
+    verified: Option<Verified>,
+    idempotency_key: Option<String>,
+    /// The held idempotency claim, once the body decided.
+    pub claim: Option<Claim>,
+}
+
+impl Pending {
+    fn reject(&self, problem: Problem) -> Step {
+        let mut reply = problem.render(&self.instance, &self.request_id);
+        reply.headers.extend(self.response_headers.iter().cloned());
+        Step::Reject(reply)
+    }
+
+    /// The subject, when authenticated.
+    pub fn subject(&self) -> Option<&str> {
+        self.verified.as_ref().map(|v| v.identity.sub.as_str())
+    }
+
+    /// Whether the response must be captured to complete an idempotency claim.
+    pub fn holds_claim(&self) -> bool {
+        self.claim.is_some()
+    }
+}
+
+/// One worker's view: the immutable policy plus per-worker state (keys, token cache).
+pub struct Worker {
+    /// The configuration.
+    pub policy: Arc<Policy>,
+    signer: Signer,
+    keys: Vec<Option<JwkSet>>,
+    cache: TokenCache,
+}
+
+impl Worker {
+    /// A worker with the identity-signing key; inline keys loaded, remote ones pending.
+    pub fn new(policy: Arc<Policy>, hmac_key: Vec<u8>) -> Self {
+        let keys = policy
+            .issuers
+            .iter()
+            .map(|i| (!i.inline_keys.keys.is_empty()).then(|| i.inline_keys.clone()))
+            .collect();
+        let cache = TokenCache::new(policy.limits.token_cache_entries);
+        Self {
+            policy,
+            signer: Signer::new(hmac_key),
+            keys,
+            cache,
+        }
+    }
+
+    /// Installs a freshly fetched key set for `issuer` (merged with its inline keys).
+    pub fn set_remote_keys(&mut self, issuer: usize, fetched: JwkSet) {
+        let Some(config) = self.policy.issuers.get(issuer) else {
+            return;
+        };
+        let mut merged = config.inline_keys.clone();
+        merged.keys.extend(fetched.keys);
+        if let Some(slot) = self.keys.get_mut(issuer) {
+            *slot = Some(merged);
+        }
+    }
+
+    /// Whether `issuer`'s keys are loaded.
+    pub fn has_keys(&self, issuer: usize) -> bool {
+        self.keys.get(issuer).is_some_and(Option::is_some)
+    }
+
+    /// Writes the empty slots of the shared state, once per configuration generation.
+    pub fn init_shared(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
+        let marker = format!("{}:init", self.policy.generation);
+        if store.get(&marker)?.is_some() {
+            return Ok(());
+        }
+        self.limiter(store).init()?;
+        Records {
+            store,
+            namespace: &self.policy.generation,
+            settings: &self.policy.idempotency,
+        }
+        .init()?;
+        store.set(&marker, b"1", None)
+    }
+
+    fn limiter<'s>(&'s self, store: &'s dyn SharedStore) -> Limiter<'s> {
+        Limiter {
+            store,
+            namespace: &self.policy.generation,
+            slots: self.policy.limits.rate_limit_slots,
+        }
+    }
+
+    /// Decides at request headers. `pending` is filled in for the later callbacks.
+    pub fn on_headers(
+        &mut self,
+        req: &RequestHead<'_>,
+        host: &mut Host<'_>,
+        may_wait: bool,
+        pending: &mut Pending,
+    ) -> Step {
+        pending.instance = req.instance().to_owned();
+        pending.method = req.method.to_owned();
+        let ids = req.values(request_id::HEADER);
+        match request_id::decide(&ids, &mut *host.random) {
+            Ok(id) => pending.request_id = id,
+            Err(e) => {
+                let random = (host.random)();
+                pending.request_id = request_id::generate(random);
+                return pending.reject(catalogue::bad_request_id(e.detail()));
+            }
+        }
+        let policy = Arc::clone(&self.policy);
+        let route_index = policy
+            .routes
+            .iter()
+            .position(|r| r.method == req.method && r.path.matches(req.instance()));
+        if route_index.is_none() && policy.unmatched == Unmatched::Reject {
+            return pending.reject(catalogue::no_route());
+        }
+        pending.route = route_index;
+        let route = route_index.and_then(|i| policy.routes.iter().nth(i));
+
+        let verified = match self.authenticate(req, host, may_wait) {
+            Ok(v) => v,
+            Err(Auth::Wait(issuer)) => return Step::WaitForKeys { issuer },
+            Err(Auth::Reject(p)) => return pending.reject(*p),
+        };
+
+        if let Some(route) = route {
+            if let Some(RawOrgSource::Claim(claim)) = &route.org {
+                let org = verified
+                    .claims
+                    .get(claim)
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if let Err(d) = self.authorize(route, &verified, org) {
+                    return pending.reject(catalogue::forbidden(d.reason()));
+                }
+            } else if route.org.is_none() {
+                if let Err(d) = permission::check_conditions(&verified.claims, &route.conditions) {
+                    return pending.reject(catalogue::forbidden(d.reason()));
+                }
+            }
+            if let Some(bucket) = route.rate_limit {
+                let who: [&[u8]; 2] = [route.name.as_bytes(), verified.identity.sub.as_bytes()];
+                let decision = match self
+                    .limiter(host.store)
+                    .check(bucket, &who, host.now_ms, true)
+                {
+                    Ok(d) => d,
+                    Err(_) => {
+                        return pending.reject(catalogue::unavailable(
+                            "store_error",
+                            "rate-limit state is unavailable",
+                            1,
+                        ))
+                    }
+                };
+                pending
+                    .response_headers
+                    .push(("ratelimit-policy".into(), bucket.policy_header(&route.name)));
+                pending
+                    .response_headers
+                    .push(("ratelimit".into(), decision.header(&route.name)));
+                if !decision.allowed {
+                    return pending.reject(catalogue::rate_limited(
+                        "rate_limited",
+                        decision.retry_after_secs,
+                    ));
+                }
+            }
+            if route.idempotency != IdempotencyMode::Off {
+                match idempotency::parse_key(&req.values(idempotency::HEADER)) {
+                    Ok(None) if route.idempotency == IdempotencyMode::Required => {
+                        return pending.reject(catalogue::bad_idempotency_key(
+                            "Idempotency-Key is required on this endpoint",
+                        ));
+                    }
+                    Ok(key) => pending.idempotency_key = key,
+                    Err(why) => return pending.reject(catalogue::bad_idempotency_key(why)),
+                }
+            }
+            // Without a key, an optional-idempotency route has nothing to read the body for.
+            pending.needs_body = matches!(route.org, Some(RawOrgSource::BodyField(_)))
+                || pending.idempotency_key.is_some();
+        }
+
+        let signed = self.signer.sign(
+            &verified.identity,
+            &Request {
+                request_id: &pending.request_id,
+                method: req.method,
+                path: req.path,
+            },
+            host.now_ms / 1000,
+        );
+        pending.remove_headers = FORWARDED_HEADERS.iter().map(|h| (*h).to_owned()).collect();
+        pending.set_headers = vec![
+            (request_id::HEADER.to_owned(), pending.request_id.clone()),
+            (
+                gateway_identity::IDENTITY_HEADER.to_owned(),
+                signed.identity,
+            ),
+            (
+                gateway_identity::SIGNATURE_HEADER.to_owned(),
+                signed.signature,
+            ),
+        ];
+        pending.verified = Some(verified);
+        pending.reason = "allowed";
+        Step::Forward
+    }
+
+    /// Decides once the whole body is read (only when [`Pending::needs_body`]).
+    pub fn on_body(&mut self, body: &[u8], host: &mut Host<'_>, pending: &mut Pending) -> Step {
+        let policy = Arc::clone(&self.policy);
+        if body.len() > policy.limits.max_body_bytes {
+            return pending.reject(catalogue::too_large(policy.limits.max_body_bytes));
+        }
+        let Some(route) = pending.route.and_then(|i| policy.routes.iter().nth(i)) else {
+            return Step::Forward;
+        };
+        let Some(verified) = pending.verified.as_ref() else {
+            return Step::Forward;
+        };
+        if let Some(RawOrgSource::BodyField(field)) = &route.org {
+            let Ok(json) = serde_json::from_slice::<Value>(body) else {
+                return pending.reject(catalogue::invalid_json());
+            };
+            let Some(org) = json
+                .get(field)
+                .and_then(Value::as_str)
+                .filter(|o| !o.is_empty())
+            else {
+                return pending.reject(catalogue::missing_org(field));
+            };
+            if let Err(d) = self.authorize(route, verified, org) {
+                return pending.reject(catalogue::forbidden(d.reason()));
+            }
+        }
+        if let Some(key) = pending.idempotency_key.clone() {
+            let payload = idempotency::payload_hash(&pending.method, &pending.instance, body);
+            let generation = u64::from_be_bytes(first8((host.random)()));
+            let records = Records {
+                store: host.store,
+                namespace: &policy.generation,
+                settings: &policy.idempotency,
+            };
+            let sub = verified.identity.sub.clone();
+            match records.begin(&sub, &key, payload, host.now_ms, generation) {
+                Ok(Begin::Proceed(claim)) => pending.claim = Some(claim),
+                Ok(Begin::InFlight) => return pending.reject(catalogue::idempotency_in_flight()),
+                Ok(Begin::Mismatch) => return pending.reject(catalogue::idempotency_mismatch()),
+                Ok(Begin::Busy) => {
+                    return pending.reject(catalogue::unavailable(
+                        "idempotency_busy",
+                        "too many requests in flight; retry shortly",
+                        1,
+                    ))
+                }
+                Ok(Begin::Replay(stored)) => {
+                    let mut headers = stored.headers;
+                    headers.push((request_id::HEADER.into(), pending.request_id.clone()));
+                    headers.push((idempotency::REPLAYED_HEADER.into(), "true".into()));
+                    headers.extend(pending.response_headers.iter().cloned());
+                    return Step::Reject(Reply {
+                        status: stored.status,
+                        headers,
+                        body: stored.body,
+                        reason: "idempotent_replay",
+                    });
+                }
+                Err(_) => {
+                    return pending.reject(catalogue::unavailable(
+                        "store_error",
+                        "idempotency state is unavailable",
+                        1,
+                    ))
+                }
+            }
+        }
+        Step::Forward
+    }
+
+    /// The 413 for a body that grew past the limit while being buffered.
+    pub fn body_too_large(&self, pending: &Pending) -> Reply {
+        match pending.reject(catalogue::too_large(self.policy.limits.max_body_bytes)) {
+            Step::Reject(r) => r,
+            _ => catalogue::too_large(self.policy.limits.max_body_bytes)
+                .render(&pending.instance, &pending.request_id),
+        }
+    }
+
+    /// Headers to add to the upstream response.
+    pub fn response_headers(&self, pending: &Pending) -> Vec<(String, String)> {
+        let mut out = vec![(request_id::HEADER.to_owned(), pending.request_id.clone())];
+        out.extend(pending.response_headers.iter().cloned());
+        out
+    }
+
+    /// Completes (or, for a 5xx, releases) the request's idempotency claim with the
+    /// upstream response. `None` body: the response was too large or aborted — release.
+    pub fn finish(
+        &self,
+        pending: &mut Pending,
+        status: u16,
+        headers: &[(String, String)],
+        body: Option<&[u8]>,
+        host: &Host<'_>,
+    ) -> Result<(), StoreError> {
+        let Some(claim) = pending.claim.take() else {
+            return Ok(());
+        };
+        let records = Records {
+            store: host.store,
+            namespace: &self.policy.generation,
+            settings: &self.policy.idempotency,
+        };
+        match body {
+            // Server errors, gateway-generated ones included (unreachable backend, timeout),
+            // are safe to retry: release the key rather than replay a failure.
+            Some(body) if status < 500 => {
+                let headers = headers
+                    .iter()
+                    .filter(|(n, _)| idempotency::replayable_header(n))
+                    .cloned()
+                    .collect();
+                records.complete(
+                    claim,
+                    &StoredResponse {
+                        status,
+                        headers,
+                        body: body.to_vec(),
+                    },
+                    host.now_ms,
+                )
+            }
+            _ => records.release(claim),
+        }
+    }
+
+    /// Releases a claim of a request that ended without a response (client gone).
+    pub fn abandon(&self, pending: &mut Pending, host: &Host<'_>) -> Result<(), StoreError> {
+        let Some(claim) = pending.claim.take() else {
+            return Ok(());
+        };
+        Records {
+            store: host.store,
+            namespace: &self.policy.generation,
+            settings: &self.policy.idempotency,
+        }
+        .release(claim)
+    }
+
+    fn authorize(
+        &self,
+        route: &Route,
+        verified: &Verified,
+        org: &str,
+    ) -> Result<(), permission::Denial> {
+        let Some(perm) = &route.permission else {
+            return Ok(());
+        };
+        permission::authorize(
+            &verified.identity,
+            &verified.claims,
+            org,
+            perm,
+            &self.policy.roles,
+            &route.conditions,
+        )
+    }
+
+    fn authenticate(
+        &mut self,
+        req: &RequestHead<'_>,
+        host: &mut Host<'_>,
+        may_wait: bool,
+    ) -> Result<Verified, Auth> {
+        let token = match bearer(&req.values("authorization")) {
+            Ok(t) => t,
+            Err(p) => return Err(self.failed(req, host, *p)),
+        };
+        let cache_key = TokenCache::key(token);
+        if let Some(v) = self.cache.get(&cache_key, host.now_secs()) {
+            return Ok(v.clone());
+        }
+        // Before paying for a signature check, make sure this address has not been
+        // failing authentication beyond its allowance.
+        if let Some(addr) = req.client_addr {
+            let bucket = self.policy.limits.unauthenticated;
+            let who: [&[u8]; 2] = [b"~unauthenticated", addr.as_bytes()];
+            if let Ok(d) = self
+                .limiter(host.store)
+                .check(bucket, &who, host.now_ms, false)
+            {
+                if !d.allowed {
+                    return Err(Auth::Reject(Box::new(catalogue::rate_limited(
+                        "unauthenticated_rate_limited",
+                        d.retry_after_secs,
+                    ))));
+                }
+            }
+        }
+        let policy = Arc::clone(&self.policy);
+        let outcome = {
+            let keys = &self.keys;
+            let lookup = |i: usize| keys.get(i).and_then(Option::as_ref);
+            let verifier = Verifier {
+                issuers: &policy.issuers,
+                keys: &lookup,
+                max_token_bytes: policy.limits.max_token_bytes,
+            };
+            match verifier.peek(token) {
+                Ok(p) => verifier
+                    .verify(&p, host.now_secs())
+                    .map_err(|e| (e, Some(p.issuer))),
+                Err(e) => Err((e, None)),
+            }
+        };
+        match outcome {
+            Ok(v) => {
+                self.cache.put(cache_key, v.clone());
+                Ok(v)
+            }
+            Err((TokenError::KeysNotLoaded | TokenError::UnknownKey, Some(issuer)))
+                if may_wait
+                    && policy
+                        .issuers
+                        .get(issuer)
+                        .is_some_and(|c| c.remote.is_some()) =>
+            {
+                Err(Auth::Wait(issuer))
+            }
+            Err((TokenError::KeysNotLoaded, _)) => {
+                Err(Auth::Reject(Box::new(catalogue::unavailable(
+                    "keys_not_loaded",
+                    "the token issuer's keys could not be loaded; retry shortly",
+                    5,
+                ))))
+            }
+            Err((e, _)) => Err(self.failed(
+                req,
+                host,
+                catalogue::invalid_token(e.reason(), e.to_string()),
+            )),
+        }
+    }
+
+    /// Counts an authentication failure against the client address and returns the
+    /// rejection.
+    fn failed(&self, req: &RequestHead<'_>, host: &Host<'_>, problem: Problem) -> Auth {
+        if let Some(addr) = req.client_addr {
+            let who: [&[u8]; 2] = [b"~unauthenticated", addr.as_bytes()];
+            let _ = self.limiter(host.store).check(
+                self.policy.limits.unauthenticated,
+                &who,
+                host.now_ms,
+                true,
+            );
+        }
+        Auth::Reject(Box::new(problem))
+    }
+
+    /// Hook for tests and benches: the decision of the per-user limiter alone.
+    pub fn rate_limit(
+        &self,
+        route: &Route,
+        sub: &str,
+        host: &Host<'_>,
+    ) -> Option<Result<Decision, StoreError>> {
+        let bucket = route.rate_limit?;
+        Some(self.limiter(host.store).check(
+            bucket,
+            &[route.name.as_bytes(), sub.as_bytes()],
+            host.now_ms,
+            true,
+        ))
+    }
+}
+
+enum Auth {
+    Wait(usize),
+    Reject(Box<Problem>),
+}
+
+fn first8(b: [u8; 16]) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&b[..8]);
+    out
+}
+
+/// The token of the single `Authorization: Bearer` header.
+fn bearer<'h>(values: &[&'h str]) -> Result<&'h str, Box<Problem>> {
+    let value = match values {
+        [] => return Err(Box::new(catalogue::missing_token())),
+        [one] => one.trim(),
+        _ => {
+            return Err(Box::new(catalogue::bad_authorization(
+                "send exactly one Authorization header",
+            )))
+        }
+    };
+    let Some((scheme, token)) = value.split_once(' ') else {
+        return Err(Box::new(catalogue::bad_authorization(
+            "the Authorization header must be `Bearer <token>`",
+        )));
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Box::new(catalogue::bad_authorization(
+            "the Authorization scheme must be Bearer",
+        )));
+    }
+    let token = token.trim();
+    if token.is_empty()
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
+    {
+        return Err(Box::new(catalogue::invalid_token(
+            "token_malformed",
+            TokenError::Malformed.to_string(),
+        )));
+    }
+    Ok(token)
+}
+
+/// The identity a verified token forwards (for tests).
+pub fn identity_of(v: &Verified) -> &Identity {
+    &v.identity
+}

@@ -1,0 +1,209 @@
+//! JSON Web Key Sets: the verifying keys of an issuer, decoded once.
+
+use std::fmt;
+
+use jwt_compact::alg::{Ed25519, Es256, RsaPublicKey};
+use jwt_compact::jwk::JsonWebKey;
+use jwt_compact::Algorithm;
+use serde_json::Value;
+
+use crate::jwt::{Alg, Family};
+
+/// A decoded verifying key.
+#[derive(Clone)]
+pub enum VerifyingKey {
+    /// An `oct` key for HS256/384/512.
+    Hmac(Vec<u8>),
+    /// An RSA public key for RS* and PS*.
+    Rsa(Box<RsaPublicKey>),
+    /// A P-256 public key for ES256.
+    P256(Box<<Es256 as Algorithm>::VerifyingKey>),
+    /// An Ed25519 public key for EdDSA.
+    Ed25519(Box<<Ed25519 as Algorithm>::VerifyingKey>),
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material, not even public keys: logs are not the place.
+        f.write_str(match self {
+            Self::Hmac(_) => "Hmac(<redacted>)",
+            Self::Rsa(_) => "Rsa(..)",
+            Self::P256(_) => "P256(..)",
+            Self::Ed25519(_) => "Ed25519(..)",
+        })
+    }
+}
+
+impl VerifyingKey {
+    fn family(&self) -> Family {
+        match self {
+            Self::Hmac(_) => Family::Hmac,
+            Self::Rsa(_) => Family::Rsa,
+            Self::P256(_) => Family::P256,
+            Self::Ed25519(_) => Family::Ed25519,
+        }
+    }
+}
+
+/// One key of a set.
+#[derive(Debug, Clone)]
+pub struct Key {
+    /// `kid`, if the set names it.
+    pub kid: Option<String>,
+    /// `alg`, if the set pins it.
+    pub alg: Option<Alg>,
+    /// The key.
+    pub key: VerifyingKey,
+}
+
+impl Key {
+    /// Whether this key may verify a token signed with `alg`: the key type must be the
+    /// algorithm's (so a public key is never used as an HMAC secret) and a pinned `alg`
+    /// must be this one.
+    pub fn fits(&self, alg: Alg) -> bool {
+        self.key.family() == alg.family() && self.alg.is_none_or(|pinned| pinned == alg)
+    }
+}
+
+/// An issuer's keys.
+#[derive(Debug, Clone, Default)]
+pub struct JwkSet {
+    /// Keys usable for signature verification.
+    pub keys: Vec<Key>,
+}
+
+/// Why a JWKS document was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksError {
+    /// Not `{"keys": [...]}`.
+    NotAKeySet,
+    /// A key could not be decoded.
+    BadKey {
+        /// Index in `keys`.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// No usable key at all.
+    Empty,
+}
+
+impl fmt::Display for JwksError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAKeySet => f.write_str("not a JWKS document ({\"keys\": [...]})"),
+            Self::BadKey { index, reason } => write!(f, "keys[{index}]: {reason}"),
+            Self::Empty => f.write_str("contains no signature verification key"),
+        }
+    }
+}
+
+impl std::error::Error for JwksError {}
+
+impl JwkSet {
+    /// Parses a JWKS document from bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, JwksError> {
+        let doc: Value = serde_json::from_slice(bytes).map_err(|_| JwksError::NotAKeySet)?;
+        Self::from_value(&doc)
+    }
+
+    /// Decodes every signature key of a JWKS document. Keys marked `"use": "enc"` are
+    /// skipped; a key that cannot be decoded makes the whole set invalid, so a typo is
+    /// noticed instead of silently dropping a key.
+    pub fn from_value(doc: &Value) -> Result<Self, JwksError> {
+        let list = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or(JwksError::NotAKeySet)?;
+        let mut keys = Vec::new();
+        for (index, jwk) in list.iter().enumerate() {
+            let bad = |reason: String| JwksError::BadKey { index, reason };
+            if jwk.get("use").and_then(Value::as_str) == Some("enc") {
+                continue;
+            }
+            let kid = match jwk.get("kid") {
+                None => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => return Err(bad("`kid` must be a string".into())),
+            };
+            let alg = match jwk.get("alg") {
+                None => None,
+                Some(Value::String(s)) => {
+                    Some(Alg::from_name(s).ok_or_else(|| bad(format!("unsupported `alg` {s:?}")))?)
+                }
+                Some(_) => return Err(bad("`alg` must be a string".into())),
+            };
+            let parsed: JsonWebKey<'_> =
+                serde_json::from_value(jwk.clone()).map_err(|e| bad(format!("not a JWK: {e}")))?;
+            let key = decode(&parsed).map_err(bad)?;
+            keys.push(Key { kid, alg, key });
+        }
+        if keys.is_empty() {
+            return Err(JwksError::Empty);
+        }
+        Ok(Self { keys })
+    }
+
+    /// Keys that may verify a token with this `alg` and `kid`. A token that names a `kid`
+    /// is only checked against that key.
+    pub fn candidates<'a>(
+        &'a self,
+        alg: Alg,
+        kid: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Key> + 'a {
+        self.keys
+            .iter()
+            .filter(move |k| k.fits(alg) && (kid.is_none() || k.kid.as_deref() == kid))
+    }
+
+    /// Whether any key carries this `kid`.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+}
+
+fn decode(jwk: &JsonWebKey<'_>) -> Result<VerifyingKey, String> {
+    match jwk {
+        JsonWebKey::Symmetric { secret } => {
+            if secret.len() < 32 {
+                return Err("HMAC keys must be at least 32 bytes".into());
+            }
+            Ok(VerifyingKey::Hmac(secret.to_vec()))
+        }
+        JsonWebKey::Rsa { private_parts, .. } => {
+            if private_parts.is_some() {
+                return Err("private RSA key in a verification key set".into());
+            }
+            let key = RsaPublicKey::try_from(jwk).map_err(|e| e.to_string())?;
+            if rsa_bits(&key) < 2048 {
+                return Err("RSA keys must be at least 2048 bits".into());
+            }
+            Ok(VerifyingKey::Rsa(Box::new(key)))
+        }
+        JsonWebKey::EllipticCurve { secret, .. } => {
+            if secret.is_some() {
+                return Err("private EC key in a verification key set".into());
+            }
+            <Es256 as Algorithm>::VerifyingKey::try_from(jwk)
+                .map(|k| VerifyingKey::P256(Box::new(k)))
+                .map_err(|e| e.to_string())
+        }
+        JsonWebKey::KeyPair { secret, .. } => {
+            if secret.is_some() {
+                return Err("private OKP key in a verification key set".into());
+            }
+            <Ed25519 as Algorithm>::VerifyingKey::try_from(jwk)
+                .map(|k| VerifyingKey::Ed25519(Box::new(k)))
+                .map_err(|e| e.to_string())
+        }
+        _ => Err("unsupported key type".into()),
+    }
+}
+
+fn rsa_bits(key: &RsaPublicKey) -> usize {
+    use jwt_compact::jwk::JsonWebKey as J;
+    match J::from(key) {
+        J::Rsa { modulus, .. } => modulus.len() * 8,
+        _ => 0,
+    }
+}

@@ -1,0 +1,120 @@
+//! Who may act on an organization: membership, role→permission map, explicit grants, and
+//! ABAC conditions on claims.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gateway_identity::Identity;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// A condition on one claim. Exactly one of the tests is given.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// Claim name, e.g. `email_verified`.
+    pub claim: String,
+    /// The claim equals this JSON value.
+    #[serde(default)]
+    pub equals: Option<Value>,
+    /// The claim (a string) is one of these.
+    #[serde(default, rename = "in")]
+    pub one_of: Option<Vec<String>>,
+    /// The claim is an e-mail address in one of these domains.
+    #[serde(default)]
+    pub email_domain_in: Option<Vec<String>>,
+}
+
+impl Condition {
+    /// Checks that exactly one test is set.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = usize::from(self.equals.is_some())
+            + usize::from(self.one_of.is_some())
+            + usize::from(self.email_domain_in.is_some());
+        if self.claim.is_empty() {
+            return Err("`claim` must not be empty".into());
+        }
+        if n != 1 {
+            return Err("exactly one of `equals`, `in`, `email_domain_in` is required".into());
+        }
+        Ok(())
+    }
+
+    /// Whether the claims satisfy this condition. A missing claim never does.
+    pub fn holds(&self, claims: &Map<String, Value>) -> bool {
+        let Some(value) = claims.get(&self.claim) else {
+            return false;
+        };
+        if let Some(want) = &self.equals {
+            return value == want;
+        }
+        if let Some(list) = &self.one_of {
+            return value.as_str().is_some_and(|v| list.iter().any(|l| l == v));
+        }
+        if let Some(domains) = &self.email_domain_in {
+            let Some((local, domain)) = value.as_str().and_then(|v| v.rsplit_once('@')) else {
+                return false;
+            };
+            return !local.is_empty() && domains.iter().any(|d| d.eq_ignore_ascii_case(domain));
+        }
+        false
+    }
+}
+
+/// Why an action was denied (the stats reason; never shown to the client, whose 403 does
+/// not say whether the organization exists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// Not a member of the organization (or it does not exist).
+    NotMember,
+    /// Member without the permission.
+    MissingPermission,
+    /// An ABAC condition failed.
+    Condition,
+}
+
+impl Denial {
+    /// Stats reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NotMember => "not_member",
+            Self::MissingPermission => "missing_permission",
+            Self::Condition => "condition_failed",
+        }
+    }
+}
+
+/// Decides whether `identity` may use `permission` in `org`.
+pub fn authorize(
+    identity: &Identity,
+    claims: &Map<String, Value>,
+    org: &str,
+    permission: &str,
+    roles: &BTreeMap<String, BTreeSet<String>>,
+    conditions: &[Condition],
+) -> Result<(), Denial> {
+    if !identity.is_member(org) {
+        return Err(Denial::NotMember);
+    }
+    let by_role = identity.roles_in(org).iter().any(|role| {
+        roles
+            .get(role)
+            .is_some_and(|perms| perms.contains(permission))
+    });
+    let granted = identity.perms.iter().any(|p| p == permission);
+    if !by_role && !granted {
+        return Err(Denial::MissingPermission);
+    }
+    check_conditions(claims, conditions)
+}
+
+/// Every ABAC condition must hold.
+pub fn check_conditions(
+    claims: &Map<String, Value>,
+    conditions: &[Condition],
+) -> Result<(), Denial> {
+    if conditions.iter().all(|c| c.holds(claims)) {
+        Ok(())
+    } else {
+        Err(Denial::Condition)
+    }
+}

@@ -1,0 +1,157 @@
+//! Route policies and the matching of a request's method and path to one of them.
+
+use crate::config::{IdempotencyMode, RawOrgSource};
+use crate::permission::Condition;
+use crate::ratelimit::Bucket;
+
+/// A compiled path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    segments: Vec<Segment>,
+    rest: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param,
+}
+
+impl PathPattern {
+    /// `/api/workspaces`, `/api/workspaces/{id}`, `/api/*`.
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        let body = pattern.strip_prefix('/').ok_or("must start with `/`")?;
+        let mut segments = Vec::new();
+        let mut rest = false;
+        let parts: Vec<&str> = if body.is_empty() {
+            Vec::new()
+        } else {
+            body.split('/').collect()
+        };
+        for (i, part) in parts.iter().enumerate() {
+            if *part == "*" {
+                if i + 1 != parts.len() {
+                    return Err("`*` may only be the last segment".into());
+                }
+                rest = true;
+            } else if part.starts_with('{') && part.ends_with('}') && part.len() > 2 {
+                segments.push(Segment::Param);
+            } else if part.is_empty() || part.contains(['{', '}', '*', '?', '#']) {
+                return Err(format!("invalid segment {part:?}"));
+            } else {
+                segments.push(Segment::Literal((*part).to_owned()));
+            }
+        }
+        Ok(Self { segments, rest })
+    }
+
+    /// Whether `path` (query string already removed) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        let Some(body) = path.strip_prefix('/') else {
+            return false;
+        };
+        let parts: Vec<&str> = if body.is_empty() {
+            Vec::new()
+        } else {
+            body.split('/').collect()
+        };
+        if parts.len() < self.segments.len() || (!self.rest && parts.len() != self.segments.len()) {
+            return false;
+        }
+        if self.rest && parts.len() == self.segments.len() {
+            return false;
+        }
+        self.segments
+            .iter()
+            .zip(&parts)
+            .all(|(seg, part)| match seg {
+                Segment::Literal(l) => l == part,
+                Segment::Param => !part.is_empty(),
+            })
+    }
+}
+
+/// One route policy.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Name (stats, rate-limit keys).
+    pub name: String,
+    /// Upper-case method.
+    pub method: String,
+    /// Path pattern.
+    pub path: PathPattern,
+    /// Permission required in the target organization.
+    pub permission: Option<String>,
+    /// Where the target organization comes from.
+    pub org: Option<RawOrgSource>,
+    /// ABAC conditions.
+    pub conditions: Vec<Condition>,
+    /// Per-user bucket.
+    pub rate_limit: Option<Bucket>,
+    /// Idempotency-Key handling.
+    pub idempotency: IdempotencyMode,
+}
+
+impl Route {
+    /// Whether the request body must be read before deciding.
+    pub fn needs_body(&self) -> bool {
+        matches!(self.org, Some(RawOrgSource::BodyField(_)))
+            || self.idempotency != IdempotencyMode::Off
+    }
+}
+
+/// Routes in configuration order; the first match wins.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// A table over these routes.
+    pub fn new(routes: Vec<Route>) -> Self {
+        Self { routes }
+    }
+
+    /// The route for `method` and `path` (query string allowed; it is ignored).
+    pub fn find(&self, method: &str, path: &str) -> Option<&Route> {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        self.routes
+            .iter()
+            .find(|r| r.method == method && r.path.matches(path))
+    }
+
+    /// All routes.
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        let cases = [
+            ("/api/workspaces", "/api/workspaces", true),
+            ("/api/workspaces", "/api/workspaces/", false),
+            ("/api/workspaces", "/api/workspace", false),
+            ("/api/workspaces/{id}", "/api/workspaces/w-1", true),
+            ("/api/workspaces/{id}", "/api/workspaces", false),
+            ("/api/workspaces/{id}", "/api/workspaces/w-1/members", false),
+            ("/api/*", "/api/workspaces/w-1", true),
+            ("/api/*", "/api", false),
+            ("/", "/", true),
+        ];
+        for (pattern, path, want) in cases {
+            assert_eq!(
+                PathPattern::parse(pattern).unwrap().matches(path),
+                want,
+                "{pattern} {path}"
+            );
+        }
+        for bad in ["api", "/a/*/b", "/a//b", "/a/{"] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
