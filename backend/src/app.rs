@@ -50,7 +50,19 @@ pub fn handle(req: &ApiRequest, env: &Env<'_>) -> ApiResponse {
         .unwrap_or_else(|| (env.new_uuid)().hyphenated().to_string());
     let response = match dispatch(req, env) {
         Ok(response) => response,
-        Err(problem) => problem.to_response(lang, &req.path, &request_id),
+        Err(problem) => {
+            if problem.kind.status() >= 500 {
+                // The request ID ties this line to what the client saw; no secret is in `cause`.
+                eprintln!(
+                    "request {request_id}: {} {}: {} ({})",
+                    req.method,
+                    req.path,
+                    problem.kind.type_uri(),
+                    problem.cause.as_deref().unwrap_or("no cause")
+                );
+            }
+            problem.to_response(lang, &req.path, &request_id)
+        }
     };
     response.with_header("x-request-id", &request_id)
 }
@@ -85,7 +97,13 @@ fn dispatch(req: &ApiRequest, env: &Env<'_>) -> Result<ApiResponse, Problem> {
 
 /// The caller, from the gateway's signed identity headers.
 fn authenticate(req: &ApiRequest, env: &Env<'_>) -> Result<Identity, Problem> {
-    let verifier = env.verifier.ok_or(Problem::new(Kind::Internal))?;
+    let verifier = env.verifier.ok_or_else(|| Problem {
+        cause: Some(format!(
+            "the Spin variable {} has no usable key",
+            crate::KEYS_VARIABLE
+        )),
+        ..Problem::new(Kind::Internal)
+    })?;
     let path = req.path_and_query();
     let request = gateway_identity::Request {
         request_id: req.header("x-request-id").unwrap_or(""),

@@ -10,7 +10,7 @@
 use serde_json::{Map, Value};
 
 use crate::http::ApiRequest;
-use crate::problem::{FieldError, Kind, Problem, Reason};
+use crate::problem::{Expected, FieldError, Kind, Problem, Reason};
 
 /// Media types the JSON endpoints accept.
 pub const JSON_ONLY: &str = "application/json";
@@ -60,7 +60,7 @@ pub fn v3_fields(req: &ApiRequest) -> Result<Map<String, Value>, Problem> {
                 Value::Object(map) => Ok(map),
                 _ => Err(Problem::invalid(
                     Kind::ValidationFailed,
-                    vec![FieldError::new("", Reason::WrongType("an object"))],
+                    vec![FieldError::new("", Reason::WrongType(Expected::Object))],
                 )),
             }
         }

@@ -122,6 +122,60 @@ impl Kind {
     }
 }
 
+/// What a field of the wrong type should have been.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// A JSON string.
+    String,
+    /// A JSON boolean.
+    Boolean,
+    /// A JSON object.
+    Object,
+    /// An array of strings.
+    StringArray,
+    /// A string or `null`.
+    StringOrNull,
+    /// A `nextCursor` from an earlier page.
+    Cursor,
+}
+
+impl Expected {
+    fn text(self) -> Text {
+        match self {
+            Expected::String => Text {
+                en: "Must be a string.",
+                es: "Debe ser una cadena.",
+                fr: "Doit être une chaîne.",
+            },
+            Expected::Boolean => Text {
+                en: "Must be a boolean.",
+                es: "Debe ser un booleano.",
+                fr: "Doit être un booléen.",
+            },
+            Expected::Object => Text {
+                en: "Must be an object.",
+                es: "Debe ser un objeto.",
+                fr: "Doit être un objet.",
+            },
+            Expected::StringArray => Text {
+                en: "Must be an array of strings.",
+                es: "Debe ser una lista de cadenas.",
+                fr: "Doit être une liste de chaînes.",
+            },
+            Expected::StringOrNull => Text {
+                en: "Must be a string or null.",
+                es: "Debe ser una cadena o null.",
+                fr: "Doit être une chaîne ou null.",
+            },
+            Expected::Cursor => Text {
+                en: "Must be a nextCursor returned by an earlier page.",
+                es: "Debe ser un nextCursor devuelto por una página anterior.",
+                fr: "Doit être un nextCursor renvoyé par une page précédente.",
+            },
+        }
+    }
+}
+
 /// Why one field was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
@@ -129,8 +183,10 @@ pub enum Reason {
     Required,
     /// The field is not part of the contract.
     Unknown,
-    /// Wrong JSON type; the argument names the expected one.
-    WrongType(&'static str),
+    /// Wrong JSON type.
+    WrongType(Expected),
+    /// A number outside `min..=max`.
+    OutOfRange(i64, i64),
     /// Empty after trimming.
     Empty,
     /// Longer than the maximum (characters, or items for arrays).
@@ -171,13 +227,14 @@ impl Reason {
                 },
                 vec![],
             ),
-            WrongType(t) => (
+            WrongType(t) => (t.text(), vec![]),
+            OutOfRange(min, max) => (
                 Text {
-                    en: "Must be {}.",
-                    es: "Debe ser {}.",
-                    fr: "Doit être {}.",
+                    en: "Must be a number from {} to {}.",
+                    es: "Debe ser un número de {} a {}.",
+                    fr: "Doit être un nombre de {} à {}.",
                 },
-                vec![(*t).to_owned()],
+                vec![min.to_string(), max.to_string()],
             ),
             Empty => (
                 Text {
@@ -292,6 +349,8 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     /// Extra response headers (`Allow`, `Retry-After`).
     pub headers: Vec<(String, String)>,
+    /// What the operators should know (logged with the request ID, never sent).
+    pub cause: Option<String>,
 }
 
 impl Problem {
@@ -302,6 +361,7 @@ impl Problem {
             args: vec![],
             errors: vec![],
             headers: vec![],
+            cause: None,
         }
     }
 
@@ -360,8 +420,11 @@ impl Problem {
 }
 
 impl From<crate::store::StoreError> for Problem {
-    fn from(_: crate::store::StoreError) -> Self {
-        Problem::new(Kind::StoreUnavailable).with_header("retry-after", "1")
+    fn from(e: crate::store::StoreError) -> Self {
+        Problem {
+            cause: Some(e.to_string()),
+            ..Problem::new(Kind::StoreUnavailable).with_header("retry-after", "1")
+        }
     }
 }
 
@@ -388,6 +451,22 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("Doit être un fuseau"));
+    }
+
+    #[test]
+    fn field_reasons_are_localized_too() {
+        assert_eq!(
+            Reason::WrongType(Expected::Boolean).render(Lang::Es),
+            "Debe ser un booleano."
+        );
+        assert_eq!(
+            Reason::OutOfRange(1, 100).render(Lang::Fr),
+            "Doit être un nombre de 1 à 100."
+        );
+        assert_eq!(
+            Reason::NotOneOf(&["a", "b"]).render(Lang::En),
+            "Must be one of: a, b."
+        );
     }
 
     #[test]

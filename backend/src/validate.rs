@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde_json::{Map, Value};
 
 use crate::model::{LMS_INTEGRATIONS, VISIBILITIES};
-use crate::problem::{FieldError, Reason};
+use crate::problem::{Expected, FieldError, Reason};
 
 /// Longest workspace name, in characters (both APIs).
 pub const MAX_NAME_CHARS: usize = 100;
@@ -91,7 +91,10 @@ impl Errors {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => {
-                self.add(&format!("{prefix}/{key}"), Reason::WrongType("a string"));
+                self.add(
+                    &format!("{prefix}/{key}"),
+                    Reason::WrongType(Expected::String),
+                );
                 None
             }
         }
@@ -102,7 +105,10 @@ impl Errors {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => {
-                self.add(&format!("{prefix}/{key}"), Reason::WrongType("a boolean"));
+                self.add(
+                    &format!("{prefix}/{key}"),
+                    Reason::WrongType(Expected::Boolean),
+                );
                 false
             }
         }
@@ -117,7 +123,7 @@ impl Errors {
             None | Some(Value::Null) => None,
             Some(Value::Object(o)) => Some(o),
             Some(_) => {
-                self.add(&format!("/{key}"), Reason::WrongType("an object"));
+                self.add(&format!("/{key}"), Reason::WrongType(Expected::Object));
                 None
             }
         }
@@ -135,13 +141,13 @@ impl Errors {
                 for (i, item) in items.iter().enumerate() {
                     match item {
                         Value::String(s) => out.push((i, s.clone())),
-                        _ => self.add(&format!("/{key}/{i}"), Reason::WrongType("a string")),
+                        _ => self.add(&format!("/{key}/{i}"), Reason::WrongType(Expected::String)),
                     }
                 }
                 Some(out)
             }
             Some(_) => {
-                self.add(&format!("/{key}"), Reason::WrongType("an array of strings"));
+                self.add(&format!("/{key}"), Reason::WrongType(Expected::StringArray));
                 None
             }
         }
@@ -206,7 +212,10 @@ pub fn check_domain(raw: &str) -> Option<String> {
 /// Validates a parsed JSON body.
 pub fn new_workspace(body: &Value) -> Result<NewWorkspace, Vec<FieldError>> {
     let Some(obj) = body.as_object() else {
-        return Err(vec![FieldError::new("", Reason::WrongType("an object"))]);
+        return Err(vec![FieldError::new(
+            "",
+            Reason::WrongType(Expected::Object),
+        )]);
     };
     let mut e = Errors(Vec::new());
     e.unknown_fields(obj, "", TOP);

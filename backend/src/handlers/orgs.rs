@@ -7,7 +7,7 @@ use crate::body;
 use crate::handlers::is_admin;
 use crate::http::ApiResponse;
 use crate::model::OrgSettings;
-use crate::problem::{FieldError, Kind, Problem, Reason};
+use crate::problem::{Expected, FieldError, Kind, Problem, Reason};
 use crate::repo;
 use crate::validate::check_uuid;
 
@@ -44,7 +44,7 @@ pub fn put_settings(ctx: &Ctx<'_>, org: &str) -> Result<ApiResponse, Problem> {
     let Some(obj) = payload.as_object() else {
         return Err(Problem::invalid(
             Kind::ValidationFailed,
-            vec![FieldError::new("", Reason::WrongType("an object"))],
+            vec![FieldError::new("", Reason::WrongType(Expected::Object))],
         ));
     };
     let mut errors = Vec::new();
@@ -66,7 +66,7 @@ pub fn put_settings(ctx: &Ctx<'_>, org: &str) -> Result<ApiResponse, Problem> {
         Some(_) => {
             errors.push(FieldError::new(
                 "/allowUserWorkspaceCreation",
-                Reason::WrongType("a boolean"),
+                Reason::WrongType(Expected::Boolean),
             ));
             false
         }
@@ -88,7 +88,7 @@ pub fn put_settings(ctx: &Ctx<'_>, org: &str) -> Result<ApiResponse, Problem> {
         Some(_) => {
             errors.push(FieldError::new(
                 "/subscriptionId",
-                Reason::WrongType("a string or null"),
+                Reason::WrongType(Expected::StringOrNull),
             ));
             None
         }

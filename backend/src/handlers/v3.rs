@@ -7,7 +7,7 @@ use crate::body;
 use crate::handlers::{idempotency_key, is_admin, once};
 use crate::http::ApiResponse;
 use crate::model::{Membership, V3Workspace};
-use crate::problem::{FieldError, Kind, Problem, Reason};
+use crate::problem::{Expected, FieldError, Kind, Problem, Reason};
 use crate::repo;
 use crate::validate::{check_name, MAX_DESCRIPTION_CHARS};
 
@@ -38,7 +38,7 @@ fn validate(fields: &Map<String, Value>) -> Result<(String, String), Problem> {
     let name = match fields.get("name") {
         None | Some(Value::Null) => Err(Reason::Required),
         Some(Value::String(s)) => check_name(s),
-        Some(_) => Err(Reason::WrongType("a string")),
+        Some(_) => Err(Reason::WrongType(Expected::String)),
     }
     .unwrap_or_else(|reason| {
         errors.push(FieldError::new("/name", reason));
@@ -57,7 +57,7 @@ fn validate(fields: &Map<String, Value>) -> Result<(String, String), Problem> {
         Some(_) => {
             errors.push(FieldError::new(
                 "/description",
-                Reason::WrongType("a string"),
+                Reason::WrongType(Expected::String),
             ));
             String::new()
         }

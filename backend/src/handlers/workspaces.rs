@@ -7,7 +7,7 @@ use crate::body;
 use crate::handlers::{can_create, idempotency_key, once, CREATE_PERMISSION};
 use crate::http::ApiResponse;
 use crate::model::{FeatureFlags, Membership, Settings, Workspace};
-use crate::problem::{FieldError, Kind, Problem, Reason};
+use crate::problem::{Expected, FieldError, Kind, Problem, Reason};
 use crate::repo;
 use crate::validate::{self, check_uuid};
 
@@ -104,13 +104,16 @@ pub fn list(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
             }
             "limit" => match value.parse::<usize>() {
                 Ok(n) if (1..=repo::MAX_PAGE).contains(&n) => limit = n,
-                _ => errors.push(FieldError::new("/limit", Reason::NotOneOf(&["1 to 100"]))),
+                _ => errors.push(FieldError::new(
+                    "/limit",
+                    Reason::OutOfRange(1, repo::MAX_PAGE as i64),
+                )),
             },
             "cursor" => match decode_cursor(&value) {
                 Some(n) => from = n,
                 None => errors.push(FieldError::new(
                     "/cursor",
-                    Reason::WrongType("a cursor returned by a previous page"),
+                    Reason::WrongType(Expected::Cursor),
                 )),
             },
             _ => errors.push(FieldError::new(&format!("/{name}"), Reason::Unknown)),
