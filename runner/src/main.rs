@@ -30,9 +30,10 @@ enum Command {
         /// Address to listen on (port 0 picks a free port; the real one is printed).
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: SocketAddr,
-        /// Directory for state: the key-value database `sqlite_key_value.db`.
-        #[arg(long, default_value = ".spin")]
-        state_dir: PathBuf,
+        /// Directory for state: the key-value database `sqlite_key_value.db` [default: `.spin`
+        /// in the manifest's folder, as `spin up`].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
         /// Directory for compiled components [default: the `target/` folder the .wasm was
         /// built into, else <state-dir>/spin-runner-cache].
         #[arg(long, env = "SPIN_RUNNER_CACHE_DIR")]
@@ -65,6 +66,11 @@ fn run(cli: Cli) -> Result<()> {
         // Installed first, so a signal during a slow start-up also ends the process with 0.
         let shutdown = shutdown_signal()?;
         tokio::pin!(shutdown);
+        let state_dir = state_dir.unwrap_or_else(|| {
+            from.parent()
+                .unwrap_or_else(|| std::path::Path::new(""))
+                .join(".spin")
+        });
         let options = Options {
             manifest: from,
             state_dir,
@@ -75,7 +81,10 @@ fn run(cli: Cli) -> Result<()> {
             App::load(&options, |name| std::env::var(name).ok())
         });
         let app = tokio::select! {
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => {
+                eprintln!("spin-runner: stopped during start-up");
+                return Ok(());
+            }
             app = load => app??,
         };
         let listener = bind(listen).await?;
