@@ -67,7 +67,9 @@ fn installed_binary() -> Option<PathBuf> {
 fn version_of(bin: &Path) -> Option<String> {
     let out = Command::new(bin).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split('/').nth(1).map(str::to_owned)
+    // The line starts with the binary's own path, so split after `version:`.
+    let after = text.split("version:").nth(1).unwrap_or(&text);
+    after.trim().split('/').nth(1).map(str::to_owned)
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {
