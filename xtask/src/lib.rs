@@ -6,6 +6,7 @@
 //! - [`token`]: mint dev tokens with the local-only key.
 
 pub mod artifacts;
+pub mod bench;
 pub mod envoy;
 pub mod paths;
 pub mod process;

@@ -31,6 +31,8 @@ enum Cmd {
     Test(tests_cmd::TestArgs),
     /// Print a dev token (signed with the local-only key) on stdout.
     Token(TokenArgs),
+    /// Measure the filter against Envoy's native filters (docs/performance.md).
+    Bench(xtask::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Cmd::Up(args) => up(args),
         Cmd::Test(args) => tests_cmd::test(args),
         Cmd::Token(args) => token(args).map(|t| println!("{t}")),
+        Cmd::Bench(args) => xtask::bench::run(&args).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,699 @@
+//! The bench's figures: medians, run-by-run ratios, targets, the table and the JSON.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::wrk::Outcome;
+use super::Settings;
+
+/// Throughput of the cached path (3) against the native chain (2): at least this.
+pub const TARGET_RPS_RATIO: f64 = 0.9;
+/// p99 latency of (3) against (2): at most this.
+pub const TARGET_P99_RATIO: f64 = 1.2;
+/// Memory is "bounded" when, after the first 10 % of users, it grows by less than this.
+pub const MEMORY_GROWTH_LIMIT_KIB: u64 = 16 * 1024;
+
+/// One measurement of one scenario.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Sample {
+    /// Requests per second.
+    pub rps: f64,
+    /// Latency percentiles, µs.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Envoy CPU time (user + system, all threads) per request, µs.
+    pub cpu_us_per_req: f64,
+    /// Completed requests.
+    pub requests: u64,
+    /// Responses ≥ 400 (should be 0).
+    pub non_2xx: u64,
+    /// Socket errors and timeouts (should be 0).
+    pub socket_errors: u64,
+}
+
+impl Sample {
+    /// From wrk's outcome and Envoy's CPU seconds over the run.
+    pub fn new(o: &Outcome, cpu_seconds: f64) -> Self {
+        Self {
+            rps: o.rps,
+            p50_us: o.p50_us,
+            p99_us: o.p99_us,
+            p999_us: o.p999_us,
+            cpu_us_per_req: if o.requests > 0 {
+                cpu_seconds * 1e6 / o.requests as f64
+            } else {
+                0.0
+            },
+            requests: o.requests,
+            non_2xx: o.non_2xx,
+            socket_errors: o.socket_errors,
+        }
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// A scenario's runs and their medians.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    /// Short key (`baseline`, `native`, `wasm`, `wasm-hs256`, …).
+    pub key: String,
+    /// Row label.
+    pub label: String,
+    /// A cost-breakdown row rather than one of the issue's scenarios.
+    pub breakdown: bool,
+    /// Field-by-field medians of the runs.
+    pub median: Sample,
+    /// Every run.
+    pub runs: Vec<Sample>,
+}
+
+impl ScenarioResult {
+    /// Medians over `runs`.
+    pub fn new(key: &str, label: &str, breakdown: bool, runs: Vec<Sample>) -> Self {
+        let m = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
+        let median = Sample {
+            rps: m(|s| s.rps),
+            p50_us: m(|s| s.p50_us),
+            p99_us: m(|s| s.p99_us),
+            p999_us: m(|s| s.p999_us),
+            cpu_us_per_req: m(|s| s.cpu_us_per_req),
+            requests: runs.iter().map(|s| s.requests).sum(),
+            non_2xx: runs.iter().map(|s| s.non_2xx).sum(),
+            socket_errors: runs.iter().map(|s| s.socket_errors).sum(),
+        };
+        Self {
+            key: key.to_owned(),
+            label: label.to_owned(),
+            breakdown,
+            median,
+            runs,
+        }
+    }
+}
+
+/// `a / b` taken run by run, and the median of those.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Ratio {
+    /// Median of the run-by-run ratios.
+    pub median: f64,
+    /// Each run's ratio.
+    pub runs: Vec<f64>,
+}
+
+fn ratio(a: &ScenarioResult, b: &ScenarioResult, f: fn(&Sample) -> f64) -> Ratio {
+    let runs: Vec<f64> = a
+        .runs
+        .iter()
+        .zip(&b.runs)
+        .map(|(x, y)| if f(y) > 0.0 { f(x) / f(y) } else { f64::NAN })
+        .collect();
+    Ratio {
+        median: median(runs.clone()),
+        runs,
+    }
+}
+
+/// Ratios of one scenario against another.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Ratios {
+    /// Throughput.
+    pub rps: Ratio,
+    /// Median latency.
+    pub p50: Ratio,
+    /// p99 latency.
+    pub p99: Ratio,
+    /// p99.9 latency.
+    pub p999: Ratio,
+    /// Envoy CPU per request.
+    pub cpu_per_req: Ratio,
+}
+
+fn ratios(a: &ScenarioResult, b: &ScenarioResult) -> Ratios {
+    Ratios {
+        rps: ratio(a, b, |s| s.rps),
+        p50: ratio(a, b, |s| s.p50_us),
+        p99: ratio(a, b, |s| s.p99_us),
+        p999: ratio(a, b, |s| s.p999_us),
+        cpu_per_req: ratio(a, b, |s| s.cpu_us_per_req),
+    }
+}
+
+/// Everything measured at one Envoy `--concurrency`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConcurrencyResult {
+    /// Envoy worker threads.
+    pub envoy_concurrency: u32,
+    /// Every scenario.
+    pub scenarios: Vec<ScenarioResult>,
+    /// (3) / (2).
+    pub wasm_vs_native: Ratios,
+    /// (3) / (1).
+    pub wasm_vs_baseline: Ratios,
+    /// (2) / (1).
+    pub native_vs_baseline: Ratios,
+    /// The filter's counters after the runs (decisions, cache, …).
+    pub filter_stats: Vec<(String, u64)>,
+}
+
+/// A point of the memory run: requests completed so far, Envoy's RSS.
+#[derive(Debug, Clone, Serialize)]
+pub struct RssPoint {
+    /// Requests completed.
+    pub requests: u64,
+    /// VmRSS, KiB.
+    pub rss_kib: u64,
+}
+
+/// Envoy's memory after many distinct users.
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    /// Distinct users (one token, one subject and one Idempotency-Key each).
+    pub users: u64,
+    /// Requests wrk completed.
+    pub requests: u64,
+    /// Responses ≥ 400 (should be 0).
+    pub non_2xx: u64,
+    /// Requests per second during the run.
+    pub rps: f64,
+    /// VmRSS before the users, KiB.
+    pub rss_start_kib: u64,
+    /// VmRSS at about 10 % of the users, KiB.
+    pub rss_at_10pct_kib: u64,
+    /// VmRSS after all users, KiB.
+    pub rss_end_kib: u64,
+    /// Highest VmRSS seen, KiB.
+    pub rss_peak_kib: u64,
+    /// Growth from 10 % to 100 % of the users, KiB.
+    pub growth_after_10pct_kib: i64,
+    /// The configured limits that bound the filter's state.
+    pub limits: Value,
+    /// Whether growth after the first 10 % stayed under [`MEMORY_GROWTH_LIMIT_KIB`].
+    pub bounded: bool,
+    /// RSS over the run.
+    pub trace: Vec<RssPoint>,
+    /// The filter's counters after the run.
+    pub filter_stats: Vec<(String, u64)>,
+}
+
+impl Memory {
+    /// Summarizes the run.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        users: u64,
+        rss_start_kib: u64,
+        rss_end_kib: u64,
+        outcome: &Outcome,
+        trace: Vec<RssPoint>,
+        _allowed: u64,
+        policy: &Value,
+        filter_stats: Vec<(String, u64)>,
+    ) -> Self {
+        let tenth = users / 10;
+        let rss_at_10pct_kib = trace
+            .iter()
+            .find(|p| p.requests >= tenth)
+            .map_or(rss_start_kib, |p| p.rss_kib);
+        let rss_peak_kib = trace
+            .iter()
+            .map(|p| p.rss_kib)
+            .chain([rss_start_kib, rss_end_kib])
+            .max()
+            .unwrap_or(rss_end_kib);
+        let growth = rss_end_kib as i64 - rss_at_10pct_kib as i64;
+        Self {
+            users,
+            requests: outcome.requests,
+            non_2xx: outcome.non_2xx,
+            rps: outcome.rps,
+            rss_start_kib,
+            rss_at_10pct_kib,
+            rss_end_kib,
+            rss_peak_kib,
+            growth_after_10pct_kib: growth,
+            limits: serde_json::json!({
+                "rate_limit_slots": policy.pointer("/limits/rate_limit_slots"),
+                "token_cache_entries": policy.pointer("/limits/token_cache_entries"),
+                "idempotency_slots": policy.pointer("/idempotency/slots"),
+                "idempotency_max_response_bytes": policy.pointer("/idempotency/max_response_bytes"),
+            }),
+            bounded: growth < MEMORY_GROWTH_LIMIT_KIB as i64,
+            trace,
+            filter_stats,
+        }
+    }
+}
+
+/// The backend's creates per second.
+#[derive(Debug, Clone, Serialize)]
+pub struct Creates {
+    /// Successful creates per second.
+    pub creates_per_s: f64,
+    /// Latency percentiles, µs.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// Requests completed.
+    pub requests: u64,
+    /// Responses ≥ 400.
+    pub non_2xx: u64,
+    /// Connections.
+    pub connections: u32,
+    /// What was measured.
+    pub path: String,
+}
+
+impl Creates {
+    /// From wrk's outcome.
+    pub fn new(o: &Outcome, connections: u32) -> Self {
+        Self {
+            creates_per_s: if o.seconds > 0.0 {
+                o.requests.saturating_sub(o.non_2xx) as f64 / o.seconds
+            } else {
+                0.0
+            },
+            p50_us: o.p50_us,
+            p99_us: o.p99_us,
+            requests: o.requests,
+            non_2xx: o.non_2xx,
+            connections,
+            path: "POST /api/v3/workspaces through Envoy + filter to the backend under the local runner (debug build, as `cargo xtask up` runs it)".into(),
+        }
+    }
+}
+
+/// One figure of the backend helper's creates benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendFigure {
+    /// Its setting as printed (`16 client(s), no Idempotency-Key`).
+    pub setting: String,
+    /// Creates per second.
+    pub creates_per_s: f64,
+    /// Creates measured.
+    pub creates: u64,
+}
+
+/// A target of the issue, stated plainly.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// What is aimed at.
+    pub target: String,
+    /// What was measured.
+    pub measured: String,
+    /// Met or not.
+    pub met: bool,
+}
+
+/// The machine and tools.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPU model.
+    pub cpu: String,
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// Total memory, MiB.
+    pub memory_mib: u64,
+    /// Kernel release.
+    pub kernel: String,
+    /// Envoy's version line.
+    pub envoy: String,
+    /// wrk's version line.
+    pub wrk: String,
+    /// The commit measured.
+    pub commit: String,
+}
+
+/// The whole report (written as JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// When (UTC).
+    pub generated_at: String,
+    /// How to reproduce it.
+    pub command: String,
+    /// Settings.
+    pub settings: Settings,
+    /// Machine.
+    pub machine: Machine,
+    /// Per Envoy concurrency.
+    pub results: Vec<ConcurrencyResult>,
+    /// The memory run.
+    pub memory: Option<Memory>,
+    /// The creates run through the gateway.
+    pub creates: Option<Creates>,
+    /// The backend alone, from `tests/e2e/backend_bench.rs`.
+    pub backend_bench: Vec<BackendFigure>,
+    /// The issue's targets.
+    pub targets: Vec<Target>,
+    /// Wall-clock seconds of the whole bench.
+    pub elapsed_s: f64,
+}
+
+fn command_line(bin: &Path, arg: &str) -> String {
+    Command::new(bin)
+        .arg(arg)
+        .output()
+        .ok()
+        .map(|o| {
+            let mut t = String::from_utf8_lossy(&o.stdout).into_owned();
+            t.push_str(&String::from_utf8_lossy(&o.stderr));
+            t.lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+fn machine(envoy: &Path, wrk: &Path) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        .unwrap_or_default();
+    let memory_mib = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(crate::paths::root())
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    Machine {
+        cpu,
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        memory_mib,
+        kernel,
+        envoy: command_line(envoy, "--version"),
+        wrk: super::wrk::version(wrk),
+        commit: format!(
+            "{}{}",
+            git(&["rev-parse", "--short", "HEAD"]),
+            if dirty {
+                " (with uncommitted changes)"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
+impl Report {
+    /// An empty report.
+    pub fn new(settings: &Settings, envoy: &Path, wrk: &Path) -> Self {
+        let mut command = String::from("cargo xtask bench");
+        if settings.smoke {
+            command.push_str(" --smoke");
+        }
+        Self {
+            generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            command,
+            settings: settings.clone(),
+            machine: machine(envoy, wrk),
+            results: Vec::new(),
+            memory: None,
+            creates: None,
+            backend_bench: Vec::new(),
+            targets: Vec::new(),
+            elapsed_s: 0.0,
+        }
+    }
+
+    /// Records one concurrency's scenarios.
+    pub fn add_concurrency(
+        &mut self,
+        envoy_concurrency: u32,
+        scenarios: Vec<ScenarioResult>,
+        filter_stats: Vec<(String, u64)>,
+    ) {
+        let find = |key: &str| scenarios.iter().find(|s| s.key == key);
+        let (wasm_vs_native, wasm_vs_baseline, native_vs_baseline) =
+            match (find("wasm"), find("native"), find("baseline")) {
+                (Some(w), Some(n), Some(b)) => (ratios(w, n), ratios(w, b), ratios(n, b)),
+                _ => Default::default(),
+            };
+        self.results.push(ConcurrencyResult {
+            envoy_concurrency,
+            scenarios,
+            wasm_vs_native,
+            wasm_vs_baseline,
+            native_vs_baseline,
+            filter_stats,
+        });
+    }
+
+    /// Computes the targets.
+    pub fn finish(&mut self, elapsed: Duration) {
+        self.elapsed_s = elapsed.as_secs_f64();
+        let mut targets = Vec::new();
+        for r in &self.results {
+            let c = r.envoy_concurrency;
+            let rps = r.wasm_vs_native.rps.median;
+            targets.push(Target {
+                target: format!(
+                    "cached path (3) throughput ≥ {TARGET_RPS_RATIO}× native (2), --concurrency {c}"
+                ),
+                measured: format!("{rps:.2}×"),
+                met: rps >= TARGET_RPS_RATIO,
+            });
+            let p99 = r.wasm_vs_native.p99.median;
+            targets.push(Target {
+                target: format!(
+                    "cached path (3) p99 ≤ {TARGET_P99_RATIO}× native (2), --concurrency {c}"
+                ),
+                measured: format!("{p99:.2}×"),
+                met: p99 > 0.0 && p99 <= TARGET_P99_RATIO,
+            });
+        }
+        if let Some(m) = &self.memory {
+            targets.push(Target {
+                target: format!(
+                    "memory after {} users bounded by the configured limits (growth after the first 10 % < {} MiB)",
+                    m.users,
+                    MEMORY_GROWTH_LIMIT_KIB / 1024
+                ),
+                measured: format!(
+                    "RSS {:.1} MiB at start, {:.1} MiB at 10 %, {:.1} MiB after all ({:+.1} MiB after 10 %)",
+                    m.rss_start_kib as f64 / 1024.0,
+                    m.rss_at_10pct_kib as f64 / 1024.0,
+                    m.rss_end_kib as f64 / 1024.0,
+                    m.growth_after_10pct_kib as f64 / 1024.0
+                ),
+                met: m.bounded,
+            });
+        }
+        self.targets = targets;
+    }
+
+    /// The human table (Markdown, so it can go into the README as is).
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let s = &self.settings;
+        let _ = writeln!(
+            t,
+            "\n`{}` — {} — {} ({} CPUs), Envoy {}, wrk {} connections / {} threads, {} s × {} run(s) per figure (medians), commit {}\n",
+            self.command,
+            self.generated_at,
+            self.machine.cpu,
+            self.machine.cpus,
+            envoy_version(&self.machine.envoy),
+            s.connections,
+            s.wrk_threads,
+            s.duration_s,
+            s.runs,
+            self.machine.commit,
+        );
+        let _ = writeln!(
+            t,
+            "| scenario | Envoy workers | req/s | p50 ms | p99 ms | p99.9 ms | Envoy CPU µs/req |"
+        );
+        let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|");
+        let keys: Vec<&str> = self
+            .results
+            .first()
+            .map(|r| r.scenarios.iter().map(|s| s.key.as_str()).collect())
+            .unwrap_or_default();
+        for key in keys {
+            for r in &self.results {
+                if let Some(sc) = r.scenarios.iter().find(|s| s.key == key) {
+                    let m = &sc.median;
+                    let flag = if m.non_2xx + m.socket_errors > 0 {
+                        format!(" ⚠ {} errors", m.non_2xx + m.socket_errors)
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(
+                        t,
+                        "| {}{} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} |",
+                        sc.label.trim(),
+                        flag,
+                        r.envoy_concurrency,
+                        m.rps,
+                        m.p50_us / 1000.0,
+                        m.p99_us / 1000.0,
+                        m.p999_us / 1000.0,
+                        m.cpu_us_per_req
+                    );
+                }
+            }
+        }
+        let _ = writeln!(t, "\nRatios, run by run, median:\n");
+        let mut header = String::from("| ratio |");
+        let mut rule = String::from("|---|");
+        for r in &self.results {
+            let _ = write!(header, " {} worker(s) |", r.envoy_concurrency);
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(t, "{header}\n{rule}");
+        let rows: [RatioRow; 7] = [
+            ("(3)/(2) throughput", |r| r.wasm_vs_native.rps.median),
+            ("(3)/(2) p99", |r| r.wasm_vs_native.p99.median),
+            ("(3)/(2) CPU per request", |r| {
+                r.wasm_vs_native.cpu_per_req.median
+            }),
+            ("(3)/(1) throughput", |r| r.wasm_vs_baseline.rps.median),
+            ("(3)/(1) p99", |r| r.wasm_vs_baseline.p99.median),
+            ("(2)/(1) throughput", |r| r.native_vs_baseline.rps.median),
+            ("(2)/(1) p99", |r| r.native_vs_baseline.p99.median),
+        ];
+        for (name, f) in rows {
+            let mut line = format!("| {name} |");
+            for r in &self.results {
+                let _ = write!(line, " {:.2}× |", f(r));
+            }
+            let _ = writeln!(t, "{line}");
+        }
+        if let Some(m) = &self.memory {
+            let _ = writeln!(
+                t,
+                "\nMemory (Envoy VmRSS, --concurrency 2): {:.1} MiB at start → {:.1} MiB after {} distinct users through the rate limiter and the idempotency store (peak {:.1} MiB; {:.1} MiB at 10 %; {:.0} req/s; {} errors). Limits: {}.",
+                m.rss_start_kib as f64 / 1024.0,
+                m.rss_end_kib as f64 / 1024.0,
+                m.users,
+                m.rss_peak_kib as f64 / 1024.0,
+                m.rss_at_10pct_kib as f64 / 1024.0,
+                m.rps,
+                m.non_2xx,
+                m.limits
+            );
+        }
+        if let Some(c) = &self.creates {
+            let _ = writeln!(
+                t,
+                "\nBackend creates: {:.0} workspaces/s (p50 {:.1} ms, p99 {:.1} ms, {} connections, {} errors): {}.",
+                c.creates_per_s,
+                c.p50_us / 1000.0,
+                c.p99_us / 1000.0,
+                c.connections,
+                c.non_2xx,
+                c.path
+            );
+        }
+        if !self.backend_bench.is_empty() {
+            let _ = writeln!(
+                t,
+                "\nBackend alone under the runner (tests/e2e/backend_bench.rs, debug build):"
+            );
+            for f in &self.backend_bench {
+                let _ = writeln!(
+                    t,
+                    "- {}: {:.0} creates/s ({} creates)",
+                    f.setting, f.creates_per_s, f.creates
+                );
+            }
+        }
+        let _ = writeln!(t, "\nTargets:\n");
+        for target in &self.targets {
+            let _ = writeln!(
+                t,
+                "- {}: **{}** ({})",
+                target.target,
+                if target.met { "met" } else { "not met" },
+                target.measured
+            );
+        }
+        if self.settings.smoke {
+            let _ = writeln!(
+                t,
+                "\n(smoke run: figures prove the bench works, they are too short to compare)"
+            );
+        }
+        t
+    }
+}
+
+/// A row of the ratio table: its name and how to read it from one concurrency's results.
+type RatioRow = (&'static str, fn(&ConcurrencyResult) -> f64);
+
+/// `<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL` → `1.40.0`.
+fn envoy_version(line: &str) -> String {
+    let after = line.split("version:").nth(1).unwrap_or(line);
+    after.trim().split('/').nth(1).unwrap_or(line).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(rps: f64, p99: f64) -> Sample {
+        Sample {
+            rps,
+            p99_us: p99,
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn medians_and_run_by_run_ratios() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        let a = ScenarioResult::new(
+            "wasm",
+            "w",
+            false,
+            vec![sample(90.0, 12.0), sample(45.0, 24.0)],
+        );
+        let b = ScenarioResult::new(
+            "native",
+            "n",
+            false,
+            vec![sample(100.0, 10.0), sample(50.0, 20.0)],
+        );
+        let r = ratios(&a, &b);
+        assert!((r.rps.median - 0.9).abs() < 1e-9);
+        assert!((r.p99.median - 1.2).abs() < 1e-9);
+    }
+}
