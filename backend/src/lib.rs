@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod http;
 pub mod i18n;
 pub mod idempotency;
+mod messages;
 pub mod model;
 pub mod problem;
 pub mod repo;
