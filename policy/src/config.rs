@@ -663,15 +663,17 @@ fn parse_with_path<'de, T: Deserialize<'de>>(
     serde_path_to_error::deserialize(de).map_err(|e| {
         let mut field = e.path().to_string();
         let reason = e.inner().to_string();
+        // serde_path_to_error's path already ends with an unknown field's name; other
+        // errors point at the field whose value is wrong.
         if let Some(unknown) = reason
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())
         {
-            field = if field == "." {
-                unknown.to_owned()
-            } else {
-                format!("{field}.{unknown}")
-            };
+            if field == "." {
+                unknown.clone_into(&mut field);
+            } else if !field.ends_with(unknown) {
+                field = format!("{field}.{unknown}");
+            }
         }
         if field == "." {
             field = "(document)".to_owned();

@@ -19,6 +19,9 @@ pub mod ratelimit;
 pub mod request_id;
 pub mod route;
 pub mod store;
+#[cfg(feature = "testkit")]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+pub mod testkit;
 
 pub use config::{ConfigError, Policy};
 pub use gate::{Host, Pending, RequestHead, Step, Worker};

@@ -1,0 +1,782 @@
+//! The edge contract as a table: a request in, the status (and reason) out. Runs the
+//! whole decision pipeline natively against an in-memory shared store and a fixed clock.
+
+#![allow(clippy::unwrap_used, clippy::panic, clippy::type_complexity)] // test helpers, not the request path
+
+use std::sync::Arc;
+
+use edge_policy::jwt::Alg;
+use edge_policy::store::MemoryStore;
+use edge_policy::testkit::{self, Keys};
+use edge_policy::{Host, Pending, Policy, RequestHead, Step, Worker};
+use serde_json::{json, Value};
+
+const NOW: i64 = 1_800_000_000;
+const ORG: &str = "org-1";
+const RID: &str = "6f1c2a7e-1c7e-4d1a-9a55-0d3d0f1c2a7e";
+
+fn config(keys: &Keys) -> Value {
+    json!({
+        "issuers": [{
+            "issuer": "test-iss", "audiences": ["workspace-api"],
+            "algorithms": ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "EdDSA"],
+            "jwks": keys.jwks(), "clock_skew": "60s", "max_lifetime": "24h"
+        }, {
+            "issuer": "ed-only", "audiences": ["workspace-api"], "algorithms": ["EdDSA"], "jwks": {"keys": [keys.jwk("ed")]}
+        }],
+        "identity": {"hmac_key": "0123456789abcdef0123456789abcdef"},
+        "roles": {"owner": ["workspace:create"], "member": ["workspace:read"]},
+        "routes": [
+            {"name": "create", "method": "POST", "path": "/api/workspaces", "permission": "workspace:create",
+             "org": {"body_field": "orgId"}, "rate_limit": {"requests": 100, "per": "60s"}, "idempotency": "optional"},
+            {"name": "create-v3", "method": "POST", "path": "/api/v3/workspaces", "permission": "workspace:create",
+             "org": {"claim": "company"}, "conditions": [{"claim": "email_verified", "equals": true}]},
+            {"name": "strict", "method": "PUT", "path": "/api/strict", "idempotency": "required",
+             "conditions": [{"claim": "email", "email_domain_in": ["university.edu"]}]},
+            {"name": "get", "method": "GET", "path": "/api/workspaces/{id}"}
+        ],
+        "limits": {"unauthenticated": {"requests": 1000, "per": "60s"}, "max_body_bytes": 256}
+    })
+}
+
+struct Fixture {
+    keys: Keys,
+    worker: Worker,
+    store: MemoryStore,
+    counter: u8,
+}
+
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    status: u16,
+    reason: &'static str,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// A fixture whose configuration `edit` changed first.
+    fn with(edit: impl FnOnce(&mut Value)) -> Self {
+        let keys = Keys::new(1);
+        let mut cfg = config(&keys);
+        edit(&mut cfg);
+        let policy = Policy::from_json(cfg.to_string().as_bytes()).unwrap();
+        let store = MemoryStore::new();
+        let worker = Worker::new(
+            Arc::new(policy),
+            b"0123456789abcdef0123456789abcdef".to_vec(),
+        );
+        worker.init_shared(&store).unwrap();
+        Self {
+            keys,
+            worker,
+            store,
+            counter: 0,
+        }
+    }
+
+    fn token(&self, alg: Alg, patch: Value) -> String {
+        let mut claims = testkit::claims("test-iss", "workspace-api", "u-alice", NOW);
+        merge(&mut claims, patch);
+        let kid = match alg.family() {
+            edge_policy::jwt::Family::Hmac => "hmac",
+            edge_policy::jwt::Family::Rsa => "rsa",
+            edge_policy::jwt::Family::P256 => "p256",
+            edge_policy::jwt::Family::Ed25519 => "ed",
+        };
+        self.keys.sign(alg, Some(kid), &claims)
+    }
+
+    /// Runs a request through headers and (if needed) body; 200 means forwarded.
+    fn run(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (Outcome, Pending) {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        let req = RequestHead {
+            method,
+            path,
+            headers: &headers,
+            client_addr: Some("192.0.2.7"),
+        };
+        self.counter = self.counter.wrapping_add(1);
+        let c = self.counter;
+        let mut random = move || [c; 16];
+        let mut host = Host {
+            store: &self.store,
+            now_ms: NOW as u64 * 1000,
+            random: &mut random,
+        };
+        let mut pending = Pending::default();
+        let mut step = self.worker.on_headers(&req, &mut host, true, &mut pending);
+        if matches!(step, Step::Forward) && pending.needs_body {
+            step = self.worker.on_body(body, &mut host, &mut pending);
+        }
+        let outcome = match step {
+            Step::Forward => Outcome {
+                status: 200,
+                reason: "allowed",
+            },
+            Step::Reject(r) => {
+                assert!(r.headers.iter().any(|(n, _)| n == "x-request-id"), "{r:?}");
+                Outcome {
+                    status: r.status,
+                    reason: r.reason,
+                }
+            }
+            Step::WaitForKeys { .. } => Outcome {
+                status: 0,
+                reason: "wait",
+            },
+        };
+        (outcome, pending)
+    }
+}
+
+fn merge(into: &mut Value, patch: Value) {
+    if let (Some(into), Value::Object(patch)) = (into.as_object_mut(), patch) {
+        for (k, v) in patch {
+            if v.is_null() {
+                into.remove(&k);
+            } else {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+#[test]
+fn every_algorithm_verifies_with_its_own_key() {
+    let mut f = Fixture::new();
+    for alg in [
+        Alg::HS256,
+        Alg::HS384,
+        Alg::HS512,
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::EdDSA,
+    ] {
+        let auth = bearer(&f.token(alg, json!({})));
+        let (got, _) = f.run(
+            "GET",
+            "/api/workspaces/w-1",
+            &[("authorization", &auth)],
+            b"",
+        );
+        assert_eq!(got.status, 200, "{alg:?}: {got:?}");
+    }
+}
+
+#[test]
+fn tokens_the_edge_refuses() {
+    let mut f = Fixture::new();
+    let c = |patch: Value| {
+        let mut v = testkit::claims("test-iss", "workspace-api", "u-alice", NOW);
+        merge(&mut v, patch);
+        v
+    };
+    let good = f.token(Alg::EdDSA, json!({}));
+    let (head, _) = good.rsplit_once('.').unwrap();
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("no token", String::new(), 401, "missing_token"),
+        (
+            "alg none",
+            testkit::forge_none(&c(json!({}))),
+            401,
+            "alg_not_allowed",
+        ),
+        (
+            "HS256 keyed with the RSA public key",
+            testkit::forge_hs256(&f.keys.public_bytes("rsa"), Some("rsa"), &c(json!({}))),
+            401,
+            "bad_signature",
+        ),
+        (
+            "HS256 keyed with the Ed25519 public key, ed-only issuer",
+            testkit::forge_hs256(
+                &f.keys.public_bytes("ed"),
+                Some("ed"),
+                &c(json!({"iss": "ed-only"})),
+            ),
+            401,
+            "alg_not_allowed",
+        ),
+        (
+            "RS256 token naming the EC key",
+            f.keys.sign(Alg::RS256, Some("p256"), &c(json!({}))),
+            401,
+            "bad_signature",
+        ),
+        (
+            "tampered signature",
+            format!("{head}.AAAA"),
+            401,
+            "bad_signature",
+        ),
+        (
+            "tampered claims",
+            format!(
+                "{}.{}",
+                testkit::forge_none(&c(json!({"sub": "u-root"}))).trim_end_matches('.'),
+                good.rsplit('.').next().unwrap()
+            )
+            .replace("\"none\"", "\"EdDSA\""),
+            401,
+            "alg_not_allowed",
+        ),
+        (
+            "unknown kid",
+            f.keys.sign(Alg::EdDSA, Some("gone"), &c(json!({}))),
+            401,
+            "unknown_kid",
+        ),
+        (
+            "expired",
+            f.token(
+                Alg::EdDSA,
+                json!({"exp": NOW - 61, "iat": NOW - 600, "nbf": NOW - 600}),
+            ),
+            401,
+            "expired",
+        ),
+        (
+            "expired within skew",
+            f.token(Alg::EdDSA, json!({"exp": NOW - 30})),
+            200,
+            "allowed",
+        ),
+        (
+            "not yet valid",
+            f.token(Alg::EdDSA, json!({"nbf": NOW + 120})),
+            401,
+            "not_yet_valid",
+        ),
+        (
+            "issued in the future",
+            f.token(Alg::EdDSA, json!({"iat": NOW + 120, "exp": NOW + 600})),
+            401,
+            "not_yet_valid",
+        ),
+        (
+            "no exp",
+            f.token(Alg::EdDSA, json!({"exp": null})),
+            401,
+            "no_exp",
+        ),
+        (
+            "lifetime over 24h",
+            f.token(Alg::EdDSA, json!({"exp": NOW + 25 * 3600})),
+            401,
+            "lifetime_too_long",
+        ),
+        (
+            "wrong audience",
+            f.token(Alg::EdDSA, json!({"aud": "other-api"})),
+            401,
+            "wrong_audience",
+        ),
+        (
+            "audience list containing ours",
+            f.token(Alg::EdDSA, json!({"aud": ["x", "workspace-api"]})),
+            200,
+            "allowed",
+        ),
+        (
+            "unknown issuer",
+            f.token(Alg::EdDSA, json!({"iss": "evil"})),
+            401,
+            "untrusted_issuer",
+        ),
+        (
+            "no sub",
+            f.token(Alg::EdDSA, json!({"sub": null})),
+            401,
+            "claims_malformed",
+        ),
+        (
+            "orgs not a map",
+            f.token(Alg::EdDSA, json!({"orgs": ["org-1"]})),
+            401,
+            "claims_malformed",
+        ),
+        ("garbage", "not.a.jwt".to_owned(), 401, "token_malformed"),
+        ("oversized", "a".repeat(9000), 401, "token_too_large"),
+    ];
+    for (name, token, status, reason) in cases {
+        let auth = bearer(&token);
+        let headers: Vec<(&str, &str)> = if token.is_empty() {
+            vec![]
+        } else {
+            vec![("authorization", &auth)]
+        };
+        let (got, _) = f.run("GET", "/api/workspaces/w-1", &headers, b"");
+        assert_eq!((got.status, got.reason), (status, reason), "{name}");
+    }
+}
+
+#[test]
+fn authorization_header_forms() {
+    let mut f = Fixture::new();
+    let t = f.token(Alg::EdDSA, json!({}));
+    let cases: Vec<(Vec<(&str, String)>, u16, &str)> = vec![
+        (
+            vec![("authorization", format!("bearer {t}"))],
+            200,
+            "allowed",
+        ),
+        (
+            vec![("authorization", format!("Basic {t}"))],
+            401,
+            "bad_authorization",
+        ),
+        (vec![("authorization", t.clone())], 401, "bad_authorization"),
+        (
+            vec![("authorization", bearer(&t)), ("authorization", bearer(&t))],
+            401,
+            "bad_authorization",
+        ),
+        (
+            vec![("authorization", format!("Bearer {t}\u{1}"))],
+            401,
+            "token_malformed",
+        ),
+    ];
+    for (headers, status, reason) in cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let (got, _) = f.run("GET", "/api/workspaces/w-1", &h, b"");
+        assert_eq!((got.status, got.reason), (status, reason), "{headers:?}");
+    }
+}
+
+#[test]
+fn request_ids_and_identity_headers() {
+    let mut f = Fixture::new();
+    let auth = bearer(&f.token(Alg::EdDSA, json!({})));
+    let (got, p) = f.run(
+        "GET",
+        "/api/workspaces/w-1",
+        &[
+            ("authorization", &auth),
+            ("x-request-id", &RID.to_uppercase()),
+            ("x-edge-identity", "forged"),
+        ],
+        b"",
+    );
+    assert_eq!(got.status, 200);
+    assert_eq!(p.request_id, RID);
+    assert!(
+        p.remove_headers.iter().any(|h| h == "x-edge-identity")
+            && p.remove_headers.iter().any(|h| h == "x-edge-signature")
+    );
+    let set: std::collections::HashMap<_, _> = p.set_headers.iter().cloned().collect();
+    assert_eq!(set["x-request-id"], RID);
+    let verifier = gateway_identity_verifier();
+    let id = verifier
+        .verify(
+            &set["x-edge-identity"],
+            &set["x-edge-signature"],
+            &gateway_identity::Request {
+                request_id: RID,
+                method: "GET",
+                path: "/api/workspaces/w-1",
+            },
+            NOW as u64,
+        )
+        .unwrap();
+    assert_eq!(id.sub, "u-alice");
+    assert_eq!(id.roles_in(ORG), ["owner"]);
+
+    let (got, p) = f.run(
+        "GET",
+        "/api/workspaces/w-1",
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(got.status, 200);
+    assert_eq!(uuid_version(&p.request_id), 4, "generated");
+    for bad in [
+        "nope",
+        "6f1c2a7e-1c7e-4d1a-9a55-0d3d0f1c2a7",
+        &"1".repeat(80),
+    ] {
+        let (got, _) = f.run(
+            "GET",
+            "/api/workspaces/w-1",
+            &[("authorization", &auth), ("x-request-id", bad)],
+            b"",
+        );
+        assert_eq!((got.status, got.reason), (400, "bad_request_id"), "{bad}");
+    }
+}
+
+fn gateway_identity_verifier() -> gateway_identity::Verifier {
+    gateway_identity::Verifier::new(vec![b"0123456789abcdef0123456789abcdef".to_vec()])
+}
+
+fn uuid_version(id: &str) -> usize {
+    id.as_bytes()[14] as usize - b'0' as usize
+}
+
+#[test]
+fn permissions_and_bodies() {
+    let mut f = Fixture::new();
+    let owner = bearer(&f.token(Alg::EdDSA, json!({})));
+    let granted = bearer(&f.token(
+        Alg::EdDSA,
+        json!({"sub": "u-g", "perms": ["workspace:create"]}),
+    ));
+    let unverified = bearer(&f.token(Alg::EdDSA, json!({"sub": "u-u", "email_verified": false})));
+    let outsider = bearer(&f.token(Alg::EdDSA, json!({"sub": "u-o", "email": "o@evil.example"})));
+    let body = |org: &str| format!(r#"{{"orgId":"{org}","name":"n"}}"#).into_bytes();
+    let cases: Vec<(&str, &str, &String, Vec<u8>, u16, &str)> = vec![
+        (
+            "owner of the org",
+            "/api/workspaces",
+            &owner,
+            body("org-1"),
+            200,
+            "allowed",
+        ),
+        (
+            "member without the permission",
+            "/api/workspaces",
+            &owner,
+            body("org-2"),
+            403,
+            "missing_permission",
+        ),
+        (
+            "explicit grant as member",
+            "/api/workspaces",
+            &granted,
+            body("org-2"),
+            200,
+            "allowed",
+        ),
+        (
+            "org that does not exist",
+            "/api/workspaces",
+            &owner,
+            body("org-404"),
+            403,
+            "not_member",
+        ),
+        (
+            "not JSON",
+            "/api/workspaces",
+            &owner,
+            b"{".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "no orgId",
+            "/api/workspaces",
+            &owner,
+            b"{}".to_vec(),
+            400,
+            "missing_org",
+        ),
+        (
+            "too large",
+            "/api/workspaces",
+            &owner,
+            vec![b' '; 300],
+            413,
+            "body_too_large",
+        ),
+        (
+            "v3: company from the claim",
+            "/api/v3/workspaces",
+            &owner,
+            b"name=x".to_vec(),
+            200,
+            "allowed",
+        ),
+        (
+            "v3: ABAC email_verified",
+            "/api/v3/workspaces",
+            &unverified,
+            b"name=x".to_vec(),
+            403,
+            "condition_failed",
+        ),
+    ];
+    for (name, path, auth, body, status, reason) in cases {
+        let (got, _) = f.run("POST", path, &[("authorization", auth)], &body);
+        assert_eq!((got.status, got.reason), (status, reason), "{name}");
+    }
+    let (got, _) = f.run(
+        "PUT",
+        "/api/strict",
+        &[("authorization", &outsider), ("idempotency-key", "k")],
+        b"",
+    );
+    assert_eq!(
+        (got.status, got.reason),
+        (403, "condition_failed"),
+        "email domain condition"
+    );
+    let (got, _) = f.run("PUT", "/api/strict", &[("authorization", &owner)], b"");
+    assert_eq!(
+        (got.status, got.reason),
+        (400, "bad_idempotency_key"),
+        "required key"
+    );
+}
+
+#[test]
+fn rate_limit_headers_and_unauthenticated_floods() {
+    let mut f = Fixture::with(|c| {
+        c["routes"][0]["rate_limit"]["requests"] = json!(3);
+        c["limits"]["unauthenticated"]["requests"] = json!(5);
+    });
+    let auth = bearer(&f.token(Alg::EdDSA, json!({})));
+    for i in 0..3 {
+        let (got, p) = f.run(
+            "POST",
+            "/api/workspaces",
+            &[("authorization", &auth)],
+            br#"{"orgId":"org-1"}"#,
+        );
+        assert_eq!(got.status, 200, "request {i}");
+        let rl: Vec<_> = p
+            .response_headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}"))
+            .collect();
+        assert_eq!(
+            rl,
+            [
+                r#"ratelimit-policy: "create";q=3;w=60"#.to_owned(),
+                format!(r#"ratelimit: "create";r={};t={}"#, 2 - i, 20 * (i + 1))
+            ]
+        );
+    }
+    let (got, _) = f.run(
+        "POST",
+        "/api/workspaces",
+        &[("authorization", &auth)],
+        br#"{"orgId":"org-1"}"#,
+    );
+    assert_eq!((got.status, got.reason), (429, "rate_limited"));
+
+    // Five failed authentications from one address, then even a new valid token from it is
+    // refused before its signature is checked; a cached token still passes.
+    for _ in 0..5 {
+        let (got, _) = f.run(
+            "GET",
+            "/api/workspaces/w",
+            &[("authorization", "Bearer x.y.z")],
+            b"",
+        );
+        assert_eq!(got.status, 401);
+    }
+    let fresh = bearer(&f.token(Alg::EdDSA, json!({"sub": "u-new"})));
+    let (got, _) = f.run(
+        "GET",
+        "/api/workspaces/w",
+        &[("authorization", &fresh)],
+        b"",
+    );
+    assert_eq!(
+        (got.status, got.reason),
+        (429, "unauthenticated_rate_limited")
+    );
+    let (got, _) = f.run("GET", "/api/workspaces/w", &[("authorization", &auth)], b"");
+    assert_eq!(got.status, 200);
+}
+
+#[test]
+fn idempotent_retries_at_the_edge() {
+    let mut f = Fixture::new();
+    let auth = bearer(&f.token(Alg::EdDSA, json!({})));
+    let body = br#"{"orgId":"org-1","name":"a"}"#;
+    let h = [
+        ("authorization", auth.as_str()),
+        ("idempotency-key", "\"k-1\""),
+    ];
+    let (got, mut first) = f.run("POST", "/api/workspaces", &h, body);
+    assert_eq!(got.status, 200);
+    assert!(first.holds_claim());
+    let (got, _) = f.run("POST", "/api/workspaces", &h, body);
+    assert_eq!((got.status, got.reason), (409, "idempotency_in_flight"));
+    let (got, _) = f.run(
+        "POST",
+        "/api/workspaces",
+        &h,
+        br#"{"orgId":"org-1","name":"b"}"#,
+    );
+    assert_eq!((got.status, got.reason), (422, "idempotency_mismatch"));
+
+    let mut random = || [9u8; 16];
+    let host = Host {
+        store: &f.store,
+        now_ms: NOW as u64 * 1000,
+        random: &mut random,
+    };
+    f.worker
+        .finish(
+            &mut first,
+            201,
+            &[
+                ("content-type".into(), "application/json".into()),
+                ("date".into(), "x".into()),
+            ],
+            Some(b"{\"id\":1}"),
+            &host,
+        )
+        .unwrap();
+
+    let headers: Vec<(String, String)> = h
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+    let req = RequestHead {
+        method: "POST",
+        path: "/api/workspaces",
+        headers: &headers,
+        client_addr: None,
+    };
+    let mut random = || [10u8; 16];
+    let mut host = Host {
+        store: &f.store,
+        now_ms: NOW as u64 * 1000,
+        random: &mut random,
+    };
+    let mut p = Pending::default();
+    assert!(matches!(
+        f.worker.on_headers(&req, &mut host, true, &mut p),
+        Step::Forward
+    ));
+    let Step::Reject(replay) = f.worker.on_body(body, &mut host, &mut p) else {
+        panic!("expected a replay")
+    };
+    assert_eq!(replay.status, 201);
+    assert_eq!(replay.body, b"{\"id\":1}");
+    assert!(replay
+        .headers
+        .contains(&("idempotent-replayed".into(), "true".into())));
+    assert!(replay
+        .headers
+        .contains(&("content-type".into(), "application/json".into())));
+    assert!(!replay.headers.iter().any(|(n, _)| n == "date"));
+
+    // A gateway failure releases the key: the retry is processed anew.
+    let h2 = [("authorization", auth.as_str()), ("idempotency-key", "k-2")];
+    let (_, mut p2) = f.run("POST", "/api/workspaces", &h2, body);
+    let mut random = || [11u8; 16];
+    let host = Host {
+        store: &f.store,
+        now_ms: NOW as u64 * 1000,
+        random: &mut random,
+    };
+    f.worker
+        .finish(&mut p2, 503, &[], Some(b"upstream connect error"), &host)
+        .unwrap();
+    let (got, retry) = f.run("POST", "/api/workspaces", &h2, body);
+    assert_eq!(got.status, 200);
+    assert!(retry.holds_claim(), "the retry holds the key anew");
+}
+
+#[test]
+fn configs_the_filter_refuses_name_the_field() {
+    let keys = Keys::new(1);
+    let base = config(&keys);
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"bogus": 1}), "bogus"),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "/a", "colour": "red"}]}),
+            "routes[0].colour",
+        ),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "/a", "rate_limit": {"requests": 20, "per": "1 minute"}}]}),
+            "routes[0].rate_limit.per",
+        ),
+        (
+            json!({"issuers": [{"issuer": "i", "audiences": ["a"], "algorithms": ["none"], "jwks": keys.jwks()}]}),
+            "issuers[0].algorithms",
+        ),
+        (
+            json!({"issuers": [{"issuer": "i", "audiences": ["a"], "algorithms": ["EdDSA"], "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "short"}]}}]}),
+            "issuers[0].jwks",
+        ),
+        (
+            json!({"identity": {"hmac_key": "too-short"}}),
+            "identity.hmac_key",
+        ),
+        (json!({"identity": {}}), "identity"),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "no-slash"}]}),
+            "routes[0].path",
+        ),
+        (
+            json!({"routes": [{"name": "x", "method": "POST", "path": "/a", "permission": "p"}]}),
+            "routes[0].permission",
+        ),
+        (
+            json!({"limits": {"rate_limit_slots": 0}}),
+            "limits.rate_limit_slots",
+        ),
+    ];
+    for (patch, field) in cases {
+        let mut cfg = base.clone();
+        merge(&mut cfg, patch.clone());
+        let err = Policy::from_json(cfg.to_string().as_bytes()).unwrap_err();
+        assert_eq!(err.field, field, "{patch} -> {err}");
+        assert!(err.to_string().contains(&format!("`{field}`")), "{err}");
+    }
+}
+
+#[test]
+fn the_shipped_envoy_config_is_valid() {
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../envoy/envoy.yaml"))
+        .unwrap();
+    let json = shipped_configuration(&yaml);
+    let policy = Policy::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let create = policy.routes.find("POST", "/api/workspaces").unwrap();
+    assert_eq!(create.permission.as_deref(), Some("workspace:create"));
+    assert_eq!(
+        create.rate_limit.map(|b| (b.capacity, b.window_ms)),
+        Some((20, 60_000))
+    );
+    assert!(policy.routes.find("POST", "/api/v3/workspaces").is_some());
+    assert!(policy.routes.find("GET", "/api/workspaces/w-1").is_some());
+}
+
+/// The JSON inside the wasm filter's `configuration.value: |` block.
+fn shipped_configuration(yaml: &str) -> String {
+    let mut lines = yaml
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("configuration:"));
+    let _ = lines.by_ref().find(|l| l.trim() == "value: |");
+    let mut out = String::new();
+    let mut indent = None;
+    for line in lines {
+        let this = line.len() - line.trim_start().len();
+        let want = *indent.get_or_insert(this);
+        if !line.trim().is_empty() && this < want {
+            break;
+        }
+        out.push_str(line.get(want.min(line.len())..).unwrap_or(""));
+        out.push('\n');
+    }
+    out
+}
