@@ -317,3 +317,39 @@ fn forged_or_replayed_identity_headers_get_401() {
         404
     );
 }
+
+fn backend_with_keys(keys: &str) -> e2e::Stack {
+    e2e::Stack::start(e2e::StackOptions {
+        envoy: false,
+        backend_env: vec![("SPIN_VARIABLE_GATEWAY_HMAC_KEYS".into(), keys.into())],
+        ..Default::default()
+    })
+}
+
+#[test]
+fn keys_rotate_through_the_spin_variable_and_a_missing_key_fails_closed() {
+    // During a rotation both the next key and the current (dev) key are accepted.
+    let rotating = backend_with_keys(&format!(
+        "next-gateway-key-0123456789abcdef0123, {}",
+        e2e::dev_hmac_key()
+    ));
+    let r = post_json(
+        &rotating,
+        &owner(),
+        "/api/workspaces",
+        SEED_004_REQUEST,
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    drop(rotating);
+    // Once the dev key is retired, what it signs is refused.
+    let rotated = backend_with_keys("next-gateway-key-0123456789abcdef0123");
+    let r = post_json(&rotated, &owner(), "/api/workspaces", SEED_004_REQUEST, &[]);
+    assert_eq!((r.status, problem(&r)), (401, "unauthenticated".into()));
+    drop(rotated);
+    // No usable key (too short to be one): every request fails closed, and says nothing of why.
+    let broken = backend_with_keys("short");
+    let r = post_json(&broken, &owner(), "/api/workspaces", SEED_004_REQUEST, &[]);
+    assert_eq!((r.status, problem(&r)), (500, "internal-error".into()));
+    assert!(!r.text().contains("gateway_hmac_keys"));
+}
