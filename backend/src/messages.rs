@@ -201,6 +201,14 @@ pub(crate) fn reason(reason: &Reason) -> (Text, Vec<String>) {
             },
             vec![],
         ),
+        ControlCharacters => (
+            Text {
+                en: "Must not contain control characters.",
+                es: "No debe contener caracteres de control.",
+                fr: "Ne doit pas contenir de caractères de contrôle.",
+            },
+            vec![],
+        ),
         Duplicate => (
             Text {
                 en: "Must appear only once.",

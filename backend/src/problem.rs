@@ -105,6 +105,8 @@ pub enum Reason {
     NotDomain,
     /// The field appears twice (form bodies).
     Duplicate,
+    /// Contains control characters (line breaks, NUL, …).
+    ControlCharacters,
 }
 
 impl Reason {

@@ -164,6 +164,8 @@ pub fn check_name(raw: &str) -> Result<String, Reason> {
     let name = raw.trim();
     if name.is_empty() {
         Err(Reason::Empty)
+    } else if name.chars().any(char::is_control) {
+        Err(Reason::ControlCharacters)
     } else if name.chars().count() > MAX_NAME_CHARS {
         Err(Reason::TooLong(MAX_NAME_CHARS))
     } else {
@@ -416,6 +418,8 @@ mod tests {
     fn names_are_trimmed_and_counted_in_characters() {
         assert_eq!(check_name("  Lab "), Ok("Lab".into()));
         assert_eq!(check_name(" \t "), Err(Reason::Empty));
+        assert_eq!(check_name("a\nb"), Err(Reason::ControlCharacters));
+        assert_eq!(check_name("a\u{0}"), Err(Reason::ControlCharacters));
         assert_eq!(
             check_name(&"ü".repeat(100)).map(|n| n.chars().count()),
             Ok(100)
