@@ -109,3 +109,46 @@ fn backend_problems_reach_the_client_localized_with_the_request_id() {
     assert_eq!(p["errors"][0]["pointer"], "#/settings/timezone");
     assert_eq!(p["requestId"].as_str(), r.header("x-request-id"));
 }
+
+#[test]
+fn concurrent_retries_through_the_gateway_create_one_workspace() {
+    let stack = Stack::start(StackOptions::default());
+    let gw = stack.gateway_url();
+    let token = dev_token("u-gw-retry", &[(SEED_ORG, &["owner"])]);
+    let key = uuid::Uuid::new_v4().to_string();
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (gw, token, key) = (&gw, &token, &key);
+                s.spawn(move || {
+                    post_json(
+                        &format!("{gw}/api/workspaces"),
+                        token,
+                        SEED_004_REQUEST,
+                        &[("idempotency-key", key)],
+                    )
+                    .status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 409),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&201), "{statuses:?}");
+    let auth = format!("Bearer {token}");
+    let list = send(
+        "GET",
+        &format!("{gw}/api/workspaces?orgId={SEED_ORG}"),
+        &[("authorization", &auth)],
+        None,
+    );
+    assert_eq!(
+        list.json()["data"].as_array().unwrap().len(),
+        1,
+        "{}",
+        list.text()
+    );
+}
