@@ -21,11 +21,18 @@ fn owner(sub: &str) -> TokenSpec {
 /// A filter counter: Envoy files Wasm metrics under `wasmcustom.` (stripped again on
 /// `/stats/prometheus`).
 fn counter(stack: &Stack, name: &str) -> u64 {
-    stack.stat(&format!("wasmcustom.edge_filter.{name}")).unwrap_or(0)
+    stack
+        .stat(&format!("wasmcustom.edge_filter.{name}"))
+        .unwrap_or(0)
 }
 
 fn get(stack: &Stack, path: &str, headers: &[(&str, &str)]) -> Response {
-    send("GET", &format!("{}{path}", stack.gateway_url()), headers, None)
+    send(
+        "GET",
+        &format!("{}{path}", stack.gateway_url()),
+        headers,
+        None,
+    )
 }
 
 /// A problem+json from the filter: status, body shape, request ID, never the token.
@@ -33,9 +40,15 @@ fn assert_problem(r: &Response, status: u16, slug: &str, token: Option<&str>) {
     assert_eq!(r.status, status, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
     let body = r.json();
-    assert_eq!(body["type"], format!("urn:workspace-api:problem:{slug}"), "{body}");
+    assert_eq!(
+        body["type"],
+        format!("urn:workspace-api:problem:{slug}"),
+        "{body}"
+    );
     assert_eq!(body["status"], status);
-    let rid = r.header("x-request-id").expect("x-request-id on every response");
+    let rid = r
+        .header("x-request-id")
+        .expect("x-request-id on every response");
     assert_eq!(body["requestId"], rid);
     if let Some(t) = token {
         assert!(!r.text().contains(t), "the body echoes the token");
@@ -50,38 +63,101 @@ fn the_edge_decides_before_the_backend() {
 
     // Allowed: 201 from the backend, with the request ID kept (normalized) and rate-limit headers.
     let alice = token(owner("u-alice"));
-    let ok = post_json(&create, &alice, SEED_004_REQUEST, &[("x-request-id", &RID.to_uppercase())]);
+    let ok = post_json(
+        &create,
+        &alice,
+        SEED_004_REQUEST,
+        &[("x-request-id", &RID.to_uppercase())],
+    );
     assert_eq!(ok.status, 201, "{}", ok.text());
     assert_eq!(ok.header("x-request-id"), Some(RID));
-    assert_eq!(ok.header("ratelimit-policy"), Some("\"create-workspace\";q=20;w=60"));
-    assert!(ok.header("ratelimit").unwrap().starts_with("\"create-workspace\";r=19;"));
+    assert_eq!(
+        ok.header("ratelimit-policy"),
+        Some("\"create-workspace\";q=20;w=60")
+    );
+    assert!(ok
+        .header("ratelimit")
+        .unwrap()
+        .starts_with("\"create-workspace\";r=19;"));
     assert_eq!(ok.json()["data"]["createdBy"], "u-alice");
 
     // Spoofed identity headers are replaced by the verified identity.
     let forged = "eyJzdWIiOiJ1LW1hbGxvcnkiLCJvcmdzIjp7fX0";
-    let spoof = post_json(&create, &alice, SEED_004_REQUEST, &[("x-edge-identity", forged), ("x-edge-signature", "t=1,v1=AAAA")]);
+    let spoof = post_json(
+        &create,
+        &alice,
+        SEED_004_REQUEST,
+        &[
+            ("x-edge-identity", forged),
+            ("x-edge-signature", "t=1,v1=AAAA"),
+        ],
+    );
     assert_eq!(spoof.status, 201, "{}", spoof.text());
     assert_eq!(spoof.json()["data"]["createdBy"], "u-alice");
 
     // A generated request ID is a v4 UUID.
     let auth = format!("Bearer {alice}");
-    let r = get(&stack, "/api/workspaces/w-none", &[("authorization", &auth)]);
+    let r = get(
+        &stack,
+        "/api/workspaces/w-none",
+        &[("authorization", &auth)],
+    );
     let rid = r.header("x-request-id").unwrap();
     assert_eq!(uuid::Uuid::parse_str(rid).unwrap().get_version_num(), 4);
 
     // Attack and broken tokens: 401 with WWW-Authenticate, never reaching the backend.
-    let dev_jwks: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(xtask::paths::root().join("dev/jwks.json")).unwrap()).unwrap();
+    let dev_jwks: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(xtask::paths::root().join("dev/jwks.json")).unwrap(),
+    )
+    .unwrap();
     let dev_public = serde_json::to_vec(&dev_jwks["keys"][0]).unwrap();
     let claims = json!({"iss": "dev-local", "aud": "workspace-api", "sub": "u-mallory", "exp": 4_000_000_000u64,
                         "orgs": {SEED_ORG: ["owner"]}});
-    let big = TokenSpec { extra: [("pad".to_owned(), json!("x".repeat(10_000)))].into_iter().collect(), ..owner("u-big") };
+    let big = TokenSpec {
+        extra: [("pad".to_owned(), json!("x".repeat(10_000)))]
+            .into_iter()
+            .collect(),
+        ..owner("u-big")
+    };
     let attacks: Vec<(&str, String, &str)> = vec![
         ("alg none", testkit::forge_none(&claims), "alg_not_allowed"),
-        ("HS256 keyed with the public JWK", testkit::forge_hs256(&dev_public, Some("dev-ed25519-1"), &claims), "alg_not_allowed"),
-        ("expired", token(TokenSpec { ttl_secs: -120, ..owner("u-x") }), "expired"),
-        ("not yet valid", token(TokenSpec { not_before_secs: 600, ..owner("u-x") }), "not_yet_valid"),
-        ("wrong audience", token(TokenSpec { audience: "other-api".into(), ..owner("u-x") }), "wrong_audience"),
-        ("wrong issuer", token(TokenSpec { issuer: "evil".into(), ..owner("u-x") }), "untrusted_issuer"),
+        (
+            "HS256 keyed with the public JWK",
+            testkit::forge_hs256(&dev_public, Some("dev-ed25519-1"), &claims),
+            "alg_not_allowed",
+        ),
+        (
+            "expired",
+            token(TokenSpec {
+                ttl_secs: -120,
+                ..owner("u-x")
+            }),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            token(TokenSpec {
+                not_before_secs: 600,
+                ..owner("u-x")
+            }),
+            "not_yet_valid",
+        ),
+        (
+            "wrong audience",
+            token(TokenSpec {
+                audience: "other-api".into(),
+                ..owner("u-x")
+            }),
+            "wrong_audience",
+        ),
+        (
+            "wrong issuer",
+            token(TokenSpec {
+                issuer: "evil".into(),
+                ..owner("u-x")
+            }),
+            "untrusted_issuer",
+        ),
         ("oversized", token(big), "token_too_large"),
         ("garbage", "abc.def.ghi".into(), "token_malformed"),
     ];
@@ -90,23 +166,49 @@ fn the_edge_decides_before_the_backend() {
         let auth = format!("Bearer {t}");
         let r = post_json(&create, t, SEED_004_REQUEST, &[]);
         assert_problem(&r, 401, "invalid-token", Some(t));
-        assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"workspace-api\", error=\"invalid_token\""), "{name}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"workspace-api\", error=\"invalid_token\""),
+            "{name}"
+        );
         let r = get(&stack, "/api/workspaces/w-1", &[("authorization", &auth)]);
         assert_eq!(r.status, 401, "{name}");
-        assert!(counter(&stack, &format!("denied.{reason}")) >= 1, "{name}: no {reason} counter");
+        assert!(
+            counter(&stack, &format!("denied.{reason}")) >= 1,
+            "{name}: no {reason} counter"
+        );
     }
     let r = get(&stack, "/api/workspaces/w-1", &[]);
     assert_problem(&r, 401, "unauthenticated", None);
-    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"workspace-api\""));
-    let r = get(&stack, "/api/workspaces/w-1", &[("authorization", &auth), ("authorization", &auth)]);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"workspace-api\"")
+    );
+    let r = get(
+        &stack,
+        "/api/workspaces/w-1",
+        &[("authorization", &auth), ("authorization", &auth)],
+    );
     assert_eq!(r.status, 401, "duplicate Authorization");
-    let r = get(&stack, "/api/workspaces/w-1", &[("authorization", &format!("Basic {alice}"))]);
+    let r = get(
+        &stack,
+        "/api/workspaces/w-1",
+        &[("authorization", &format!("Basic {alice}"))],
+    );
     assert_problem(&r, 401, "invalid-token", Some(&alice));
-    assert_eq!(stack.stat("cluster.backend.upstream_rq_total").unwrap_or(0), upstream_before, "a refused request reached the backend");
+    assert_eq!(
+        stack.stat("cluster.backend.upstream_rq_total").unwrap_or(0),
+        upstream_before,
+        "a refused request reached the backend"
+    );
 
     // Request IDs: malformed or oversized → 400.
     for bad in ["not-a-uuid", &"1".repeat(100)] {
-        let r = get(&stack, "/api/workspaces/w-1", &[("authorization", &auth), ("x-request-id", bad)]);
+        let r = get(
+            &stack,
+            "/api/workspaces/w-1",
+            &[("authorization", &auth), ("x-request-id", bad)],
+        );
         assert_problem(&r, 400, "invalid-request-id", None);
         assert_ne!(r.header("x-request-id"), Some(bad));
     }
@@ -118,32 +220,85 @@ fn the_edge_decides_before_the_backend() {
     let member = token(TokenSpec::new("u-member", &[(SEED_ORG, &["member"])]));
     let r2 = post_json(&create, &member, SEED_004_REQUEST, &[]);
     assert_problem(&r2, 403, "forbidden", None);
-    assert_eq!(r.json()["detail"], r2.json()["detail"], "403s do not reveal whether the organization exists");
-    let granted = token(TokenSpec { perms: vec!["workspace:create".into()], ..TokenSpec::new("u-granted", &[(SEED_ORG, &["member"])]) });
-    assert_eq!(post_json(&create, &granted, SEED_004_REQUEST, &[]).status, 201, "explicit grant");
+    assert_eq!(
+        r.json()["detail"],
+        r2.json()["detail"],
+        "403s do not reveal whether the organization exists"
+    );
+    let granted = token(TokenSpec {
+        perms: vec!["workspace:create".into()],
+        ..TokenSpec::new("u-granted", &[(SEED_ORG, &["member"])])
+    });
+    assert_eq!(
+        post_json(&create, &granted, SEED_004_REQUEST, &[]).status,
+        201,
+        "explicit grant"
+    );
 
     // Bodies: invalid JSON 400, missing orgId 400, over the limit 413.
-    assert_problem(&post_json(&create, &alice, "{\"orgId\":", &[]), 400, "invalid-body", None);
+    assert_problem(
+        &post_json(&create, &alice, "{\"orgId\":", &[]),
+        400,
+        "invalid-body",
+        None,
+    );
     let r = post_json(&create, &alice, "{}", &[]);
     assert_problem(&r, 400, "validation-failed", None);
     assert_eq!(r.json()["errors"][0]["pointer"], "#/orgId");
-    let huge = format!("{{\"orgId\":\"{SEED_ORG}\",\"name\":\"{}\"}}", "n".repeat(70_000));
-    assert_problem(&post_json(&create, &alice, &huge, &[]), 413, "payload-too-large", None);
+    let huge = format!(
+        "{{\"orgId\":\"{SEED_ORG}\",\"name\":\"{}\"}}",
+        "n".repeat(70_000)
+    );
+    assert_problem(
+        &post_json(&create, &alice, &huge, &[]),
+        413,
+        "payload-too-large",
+        None,
+    );
 
     // v3: organization from the `company` claim.
     let v3 = format!("{gw}/api/v3/workspaces");
     let r = post_json(&v3, &alice, "{\"name\":\"Engineering\"}", &[]);
     assert_eq!(r.status, 201, "{}", r.text());
-    let elsewhere = token(TokenSpec { company: Some("99999999-5678-90ef-1234-567890abcdef".into()), ..owner("u-else") });
-    assert_problem(&post_json(&v3, &elsewhere, "{\"name\":\"x\"}", &[]), 403, "forbidden", None);
+    let elsewhere = token(TokenSpec {
+        company: Some("99999999-5678-90ef-1234-567890abcdef".into()),
+        ..owner("u-else")
+    });
+    assert_problem(
+        &post_json(&v3, &elsewhere, "{\"name\":\"x\"}", &[]),
+        403,
+        "forbidden",
+        None,
+    );
 
     // Idempotency: a malformed key is refused.
-    assert_problem(&post_json(&create, &alice, SEED_004_REQUEST, &[("idempotency-key", "a b")]), 400, "invalid-idempotency-key", None);
+    assert_problem(
+        &post_json(
+            &create,
+            &alice,
+            SEED_004_REQUEST,
+            &[("idempotency-key", "a b")],
+        ),
+        400,
+        "invalid-idempotency-key",
+        None,
+    );
 
     // Stats per decision and reason, on the Prometheus endpoint too.
     assert!(counter(&stack, "allowed") >= 4);
-    let prom = send("GET", &format!("{}/stats/prometheus", stack.admin_url()), &[], None).text();
-    for name in ["edge_filter_allowed", "edge_filter_denied_not_member", "edge_filter_denied_missing_permission", "edge_filter_denied_expired"] {
+    let prom = send(
+        "GET",
+        &format!("{}/stats/prometheus", stack.admin_url()),
+        &[],
+        None,
+    )
+    .text();
+    for name in [
+        "edge_filter_allowed",
+        "edge_filter_denied_not_member",
+        "edge_filter_denied_missing_permission",
+        "edge_filter_denied_expired",
+    ] {
         assert!(prom.contains(name), "{name} missing from /stats/prometheus");
     }
     // One log line per denial with the request ID and reason, never a token.

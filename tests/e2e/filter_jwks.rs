@@ -1,0 +1,179 @@
+//! Keys from a live JWKS endpoint (a tiny HTTP server in this test, reached by Envoy
+//! through an extra cluster): requests wait for the first load, a token signed with a
+//! new `kid` triggers a (rate-limited) refresh, a removed key stops working — all
+//! without restarting Envoy.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use e2e::{send, shipped_filter_config, Stack, StackOptions};
+use edge_policy::jwt::Alg;
+use edge_policy::testkit::{self, Keys};
+use serde_json::{json, Value};
+
+/// Serves the current JWKS document; the first `slow` responses are delayed.
+struct JwksServer {
+    addr: SocketAddr,
+    doc: Arc<Mutex<Value>>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    fn start(doc: Value, slow: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let doc = Arc::new(Mutex::new(doc));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (d, h) = (Arc::clone(&doc), Arc::clone(&hits));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (d, h) = (Arc::clone(&d), Arc::clone(&h));
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if h.fetch_add(1, Ordering::SeqCst) < slow {
+                        std::thread::sleep(Duration::from_millis(1500));
+                    }
+                    let body = d.lock().unwrap().to_string();
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(body.as_bytes());
+                });
+            }
+        });
+        Self { addr, doc, hits }
+    }
+
+    fn serve(&self, doc: Value) {
+        *self.doc.lock().unwrap() = doc;
+    }
+}
+
+fn keyset(keys: &[(&Keys, &str)]) -> Value {
+    let list: Vec<Value> = keys
+        .iter()
+        .map(|(k, kid)| {
+            let mut jwk = k.jwk("ed");
+            jwk["kid"] = json!(kid);
+            jwk
+        })
+        .collect();
+    json!({ "keys": list })
+}
+
+fn now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+fn token(keys: &Keys, kid: &str) -> String {
+    keys.sign(
+        Alg::EdDSA,
+        Some(kid),
+        &testkit::claims("rotating-idp", "workspace-api", "u-rot", now()),
+    )
+}
+
+/// Status of a GET through the gateway: the backend's 404 means the filter let it pass.
+fn status(stack: &Stack, token: &str) -> u16 {
+    send(
+        "GET",
+        &format!("{}/api/workspaces/w-missing", stack.gateway_url()),
+        &[("authorization", &format!("Bearer {token}"))],
+        None,
+    )
+    .status
+}
+
+fn counter(stack: &Stack, name: &str) -> u64 {
+    stack
+        .stat(&format!("wasmcustom.edge_filter.{name}"))
+        .unwrap_or(0)
+}
+
+#[test]
+fn keys_rotate_without_a_restart() {
+    let (a, b) = (Keys::new(10), Keys::new(20));
+    let server = JwksServer::start(keyset(&[(&a, "key-a")]), 2);
+    let mut config = shipped_filter_config();
+    config["issuers"].as_array_mut().unwrap().push(json!({
+        "issuer": "rotating-idp", "audiences": ["workspace-api"], "algorithms": ["EdDSA"],
+        "remote_jwks": {"cluster": "jwks", "authority": "idp.test", "path": "/.well-known/jwks.json",
+                        "refresh_interval": "1h", "min_refresh_interval": "1s", "timeout": "3s"}
+    }));
+    let stack = Stack::start(StackOptions {
+        envoy_concurrency: 2,
+        filter_config: Some(config),
+        extra_clusters: vec![("jwks".into(), server.addr)],
+        ..Default::default()
+    });
+
+    // The first fetches are slow: requests wait for the keys instead of failing.
+    let started = Instant::now();
+    assert_eq!(status(&stack, &token(&a, "key-a")), 404);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited past the bound"
+    );
+    assert_eq!(status(&stack, &token(&a, "key-a")), 404);
+    assert!(
+        counter(&stack, "waiting_for_keys") >= 1,
+        "no request had to wait"
+    );
+
+    // Rotation: the IdP now publishes only key B. A token naming key B makes each worker
+    // refresh (at most once per second), and passes.
+    server.serve(keyset(&[(&b, "key-b")]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&stack, &token(&b, "key-b")) != 404 {
+        assert!(Instant::now() < deadline, "key B never accepted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut consecutive = 0;
+    while consecutive < 10 {
+        consecutive = if status(&stack, &token(&b, "key-b")) == 404 {
+            consecutive + 1
+        } else {
+            0
+        };
+        assert!(
+            Instant::now() < deadline,
+            "key B not accepted by every worker"
+        );
+    }
+    // Key A was removed: its new tokens are refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&stack, &token(&a, "key-a")) != 401 {
+        assert!(Instant::now() < deadline, "removed key A still accepted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(counter(&stack, "jwks_fetch.ok") >= 3);
+    assert!(server.hits.load(Ordering::SeqCst) >= 3);
+    // An unknown kid does not hammer the IdP: a burst costs at most a refresh per worker per second.
+    let before = server.hits.load(Ordering::SeqCst);
+    for i in 0..30 {
+        assert_eq!(status(&stack, &token(&b, &format!("nope-{i}"))), 401);
+    }
+    assert!(
+        server.hits.load(Ordering::SeqCst) - before <= 4,
+        "unknown kids refreshed too often"
+    );
+}
