@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use gateway_identity::{Identity, Request, Signer, FORWARDED_HEADERS};
+use gateway_identity::{Request, Signer, FORWARDED_HEADERS};
 use serde_json::Value;
 
 use crate::cache::TokenCache;
@@ -14,7 +14,7 @@ use crate::jwks::JwkSet;
 use crate::jwt::{TokenError, Verified, Verifier};
 use crate::permission;
 use crate::problem::{catalogue, Problem, Reply};
-use crate::ratelimit::{Decision, Limiter};
+use crate::ratelimit::Limiter;
 use crate::request_id;
 use crate::route::Route;
 use crate::store::{SharedStore, StoreError};
@@ -104,10 +104,15 @@ pub struct Pending {
 }
 
 impl Pending {
-    fn reject(&self, problem: Problem) -> Step {
+    /// The local reply for `problem`, with this request's ID and rate-limit headers.
+    fn reply(&self, problem: Problem) -> Reply {
         let mut reply = problem.render(&self.instance, &self.request_id);
         reply.headers.extend(self.response_headers.iter().cloned());
-        Step::Reject(reply)
+        reply
+    }
+
+    fn reject(&self, problem: Problem) -> Step {
+        Step::Reject(self.reply(problem))
     }
 
     /// The subject, when authenticated.
@@ -382,11 +387,7 @@ impl Worker {
 
     /// The 413 for a body that grew past the limit while being buffered.
     pub fn body_too_large(&self, pending: &Pending) -> Reply {
-        match pending.reject(catalogue::too_large(self.policy.limits.max_body_bytes)) {
-            Step::Reject(r) => r,
-            _ => catalogue::too_large(self.policy.limits.max_body_bytes)
-                .render(&pending.instance, &pending.request_id),
-        }
+        pending.reply(catalogue::too_large(self.policy.limits.max_body_bytes))
     }
 
     /// Headers to add to the upstream response.
@@ -559,22 +560,6 @@ impl Worker {
         }
         Auth::Reject(Box::new(problem))
     }
-
-    /// Hook for tests and benches: the decision of the per-user limiter alone.
-    pub fn rate_limit(
-        &self,
-        route: &Route,
-        sub: &str,
-        host: &Host<'_>,
-    ) -> Option<Result<Decision, StoreError>> {
-        let bucket = route.rate_limit?;
-        Some(self.limiter(host.store).check(
-            bucket,
-            &[route.name.as_bytes(), sub.as_bytes()],
-            host.now_ms,
-            true,
-        ))
-    }
 }
 
 enum Auth {
@@ -621,9 +606,4 @@ fn bearer<'h>(values: &[&'h str]) -> Result<&'h str, Box<Problem>> {
         )));
     }
     Ok(token)
-}
-
-/// The identity a verified token forwards (for tests).
-pub fn identity_of(v: &Verified) -> &Identity {
-    &v.identity
 }

@@ -92,14 +92,6 @@ pub struct Route {
     pub idempotency: IdempotencyMode,
 }
 
-impl Route {
-    /// Whether the request body must be read before deciding.
-    pub fn needs_body(&self) -> bool {
-        matches!(self.org, Some(RawOrgSource::BodyField(_)))
-            || self.idempotency != IdempotencyMode::Off
-    }
-}
-
 /// Routes in configuration order; the first match wins.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
