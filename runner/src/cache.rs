@@ -46,7 +46,10 @@ pub fn load(engine: &Engine, wasm: &Path, cache_dir: &Path) -> Result<(Component
         // `store` below: written under a temporary name, then renamed into place), and
         // wasmtime checks its header, version and engine compatibility before using it.
         match unsafe { Component::deserialize_file(engine, &entry) } {
-            Ok(component) => return Ok((component, Outcome::Hit)),
+            Ok(component) => {
+                touch(&entry);
+                return Ok((component, Outcome::Hit));
+            }
             Err(e) => eprintln!(
                 "spin-runner: ignoring unusable cache entry {}: {e:#}",
                 entry.display()
@@ -63,11 +66,43 @@ pub fn load(engine: &Engine, wasm: &Path, cache_dir: &Path) -> Result<(Component
         started.elapsed().as_secs_f64()
     );
     match store(&component, cache_dir, &entry) {
-        Ok(()) => Ok((component, Outcome::Compiled)),
+        Ok(()) => {
+            prune(cache_dir, KEEP);
+            Ok((component, Outcome::Compiled))
+        }
         Err(e) => {
             eprintln!("spin-runner: not caching the compiled component: {e:#}");
             Ok((component, Outcome::CompiledUncached))
         }
+    }
+}
+
+/// How many compiled components the cache keeps (the most recently used ones): each backend
+/// rebuild adds an entry of about 2 MB.
+const KEEP: usize = 8;
+
+/// Marks an entry as recently used (its modification time orders [`prune`]).
+fn touch(entry: &Path) {
+    if let Ok(file) = std::fs::File::options().append(true).open(entry) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Deletes all but the `keep` most recently used entries. Best effort: a concurrent start
+/// that loses its entry here just compiles again.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = read
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|ext| ext == "cwasm"))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    entries.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+    for (_, old) in entries.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(old);
     }
 }
 
@@ -134,5 +169,27 @@ mod tests {
         }
         assert_eq!(load(&engine, &wasm, &cache).unwrap().1, Outcome::Compiled);
         assert_eq!(load(&engine, &wasm, &cache).unwrap().1, Outcome::Hit);
+    }
+
+    #[test]
+    fn pruning_keeps_the_most_recently_used_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::time::SystemTime::now();
+        for i in 0..5u64 {
+            let path = dir.path().join(format!("{i}.cwasm"));
+            std::fs::write(&path, b"x").unwrap();
+            let file = std::fs::File::options().append(true).open(&path).unwrap();
+            file.set_modified(base - std::time::Duration::from_secs(100 - i))
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("unrelated.txt"), b"x").unwrap();
+        touch(&dir.path().join("0.cwasm"));
+        prune(dir.path(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["0.cwasm", "3.cwasm", "4.cwasm", "unrelated.txt"]);
     }
 }
