@@ -348,6 +348,10 @@ mod tests {
             .unwrap();
         }
         let after = store.footprint();
+        println!(
+            "1,000,000 users through {slots} slots: {} keys, {} bytes of keys and values",
+            after.0, after.1
+        );
         assert_eq!(
             before, after,
             "slots are preallocated; their size never changes"

@@ -1,0 +1,303 @@
+//! The configuration as written in `envoy.yaml`: serde structs that refuse unknown
+//! fields, with their defaults. Documented field by field in `plugin/CONFIG.md`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration;
+use crate::permission::Condition;
+
+/// The configuration as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Trusted token issuers.
+    pub issuers: Vec<RawIssuer>,
+    /// How the verified identity is signed for the backend.
+    pub identity: RawIdentity,
+    /// Role name to the permissions it carries.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Per-route policies, matched in order.
+    pub routes: Vec<RawRoute>,
+    /// What happens to a request that matches no route.
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    /// Size limits and the per-address limit on unauthenticated traffic.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Idempotency record settings.
+    #[serde(default)]
+    pub idempotency: RawIdempotency,
+}
+
+/// What to do with a request no route matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    /// Require a valid token and forward the identity (the default: nothing passes unchecked).
+    #[default]
+    Authenticate,
+    /// Answer 404 from the edge.
+    Reject,
+}
+
+/// One trusted issuer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    /// The exact `iss` claim value.
+    pub issuer: String,
+    /// Accepted `aud` values; the token's audience must intersect them.
+    pub audiences: Vec<String>,
+    /// The algorithm allow-list, e.g. `["EdDSA", "RS256"]`.
+    pub algorithms: Vec<String>,
+    /// An inline JWKS document (`{"keys": [...]}`).
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// A JWKS fetched through an Envoy cluster.
+    #[serde(default)]
+    pub remote_jwks: Option<RawRemoteJwks>,
+    /// Allowed clock difference for `exp`, `nbf` and `iat`.
+    #[serde(default = "default_skew", deserialize_with = "duration::deserialize")]
+    pub clock_skew: Duration,
+    /// Longest accepted token lifetime (`exp - iat`).
+    #[serde(
+        default = "default_max_lifetime",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub max_lifetime: Duration,
+}
+
+fn default_skew() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// A remote JWKS endpoint reached through an Envoy cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemoteJwks {
+    /// The Envoy cluster that reaches the key server.
+    pub cluster: String,
+    /// The `:authority` sent to it.
+    pub authority: String,
+    /// The path of the JWKS document.
+    pub path: String,
+    /// How often keys are refreshed.
+    #[serde(
+        default = "default_refresh",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub refresh_interval: Duration,
+    /// Shortest interval between refreshes triggered by an unknown `kid`.
+    #[serde(
+        default = "default_min_refresh",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub min_refresh_interval: Duration,
+    /// Timeout of one fetch.
+    #[serde(
+        default = "default_fetch_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub timeout: Duration,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_min_refresh() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The key that signs forwarded identities. Exactly one of the two fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// The key itself (local development only).
+    #[serde(default)]
+    pub hmac_key: Option<String>,
+    /// Name of an environment variable holding the key, exposed to the VM through
+    /// `vm_config.environment_variables`.
+    #[serde(default)]
+    pub hmac_key_env: Option<String>,
+}
+
+/// One route policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Name used in stats and rate-limit keys.
+    pub name: String,
+    /// HTTP method, upper case.
+    pub method: String,
+    /// Path pattern: literal segments, `{param}` for one segment, a final `*` for the rest.
+    pub path: String,
+    /// Permission required in the target organization.
+    #[serde(default)]
+    pub permission: Option<String>,
+    /// Where the target organization comes from.
+    #[serde(default)]
+    pub org: Option<RawOrgSource>,
+    /// Conditions on claims that must all hold.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Per-user token bucket.
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
+    /// Whether `Idempotency-Key` is required, optional or ignored.
+    #[serde(default)]
+    pub idempotency: IdempotencyMode,
+}
+
+/// Where a route's target organization comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RawOrgSource {
+    /// A top-level string field of the JSON body.
+    BodyField(String),
+    /// A string claim of the token.
+    Claim(String),
+}
+
+/// A token bucket: `requests` per `per`, refilled continuously.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Bucket size and requests per window.
+    pub requests: u32,
+    /// The window.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub per: Duration,
+}
+
+/// How a route treats `Idempotency-Key`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdempotencyMode {
+    /// The header is ignored.
+    #[default]
+    Off,
+    /// Used when present.
+    Optional,
+    /// 400 when absent.
+    Required,
+}
+
+/// Size limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Longest accepted bearer token in bytes.
+    #[serde(default = "default_max_token")]
+    pub max_token_bytes: usize,
+    /// Largest body buffered on routes that read it (413 beyond).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Per client address limit on requests that fail authentication.
+    #[serde(default = "default_unauth")]
+    pub unauthenticated: RawRateLimit,
+    /// How long a request may wait for its issuer's keys to load.
+    #[serde(
+        default = "default_key_wait",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub key_wait: Duration,
+    /// Number of hashed rate-limit slots in shared data (memory bound).
+    #[serde(default = "default_rl_slots")]
+    pub rate_limit_slots: u32,
+    /// Verified tokens cached per worker.
+    #[serde(default = "default_token_cache")]
+    pub token_cache_entries: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_token_bytes: default_max_token(),
+            max_body_bytes: default_max_body(),
+            unauthenticated: default_unauth(),
+            key_wait: default_key_wait(),
+            rate_limit_slots: default_rl_slots(),
+            token_cache_entries: default_token_cache(),
+        }
+    }
+}
+
+fn default_max_token() -> usize {
+    8 * 1024
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_unauth() -> RawRateLimit {
+    RawRateLimit {
+        requests: 120,
+        per: Duration::from_secs(60),
+    }
+}
+fn default_key_wait() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_rl_slots() -> u32 {
+    4096
+}
+fn default_token_cache() -> usize {
+    1024
+}
+
+/// Idempotency records.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdempotency {
+    /// How long a completed response is replayed.
+    #[serde(
+        default = "default_idem_ttl",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub ttl: Duration,
+    /// How long an in-flight claim blocks retries if its request never completes.
+    #[serde(
+        default = "default_in_flight",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub in_flight_timeout: Duration,
+    /// Largest response body stored for replay; larger responses release the key.
+    #[serde(default = "default_idem_body")]
+    pub max_response_bytes: usize,
+    /// Number of hashed record slots in shared data (memory bound).
+    #[serde(default = "default_idem_slots")]
+    pub slots: u32,
+}
+
+impl Default for RawIdempotency {
+    fn default() -> Self {
+        Self {
+            ttl: default_idem_ttl(),
+            in_flight_timeout: default_in_flight(),
+            max_response_bytes: default_idem_body(),
+            slots: default_idem_slots(),
+        }
+    }
+}
+
+fn default_idem_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_in_flight() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_idem_body() -> usize {
+    16 * 1024
+}
+fn default_idem_slots() -> u32 {
+    1024
+}
