@@ -1,5 +1,6 @@
-//! Envoy counters per decision and reason: `edge_filter.<outcome>.<reason>`, shown on the
-//! admin `/stats/prometheus` as `envoy_wasmcustom_edge_filter_<outcome>_<reason>`.
+//! Envoy counters per decision and reason: `edge_filter.<outcome>.<reason>`. Envoy files
+//! them as `wasmcustom.edge_filter.…` on `/stats` and as `edge_filter_<outcome>_<reason>`
+//! on `/stats/prometheus`.
 
 use std::collections::HashMap;
 

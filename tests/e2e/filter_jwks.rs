@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use e2e::{send, shipped_filter_config, Stack, StackOptions};
+use e2e::{
+    post_json, send, shipped_filter_config, Stack, StackOptions, SEED_004_REQUEST, SEED_ORG,
+};
 use edge_policy::jwt::Alg;
 use edge_policy::testkit::{self, Keys};
 use serde_json::{json, Value};
@@ -125,8 +127,19 @@ fn keys_rotate_without_a_restart() {
         ..Default::default()
     });
 
-    // The first fetches are slow: requests wait for the keys instead of failing.
+    // The first fetches are slow: requests wait for the keys instead of failing, a POST
+    // whose body the filter must read too (it resumes, then reads and decides the body).
     let started = Instant::now();
+    let mut claims = testkit::claims("rotating-idp", "workspace-api", "u-rot", now());
+    claims["orgs"] = json!({ SEED_ORG: ["owner"] });
+    let created = post_json(
+        &format!("{}/api/workspaces", stack.gateway_url()),
+        &a.sign(Alg::EdDSA, Some("key-a"), &claims),
+        SEED_004_REQUEST,
+        &[],
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.json()["data"]["createdBy"], "u-rot");
     assert_eq!(status(&stack, &token(&a, "key-a")), 404);
     assert!(
         started.elapsed() < Duration::from_secs(5),
