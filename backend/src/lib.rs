@@ -9,6 +9,8 @@
 //! [`http::ApiRequest`] and calls [`app::handle`]; everything else is host-independent and
 //! tested on the native target against [`store::MemoryKv`].
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod body;
 pub mod handlers;
