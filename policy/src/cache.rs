@@ -67,3 +67,48 @@ impl TokenCache {
         self.entries.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_identity::Identity;
+
+    fn verified(sub: &str, expires_at: i64) -> Verified {
+        let identity = Identity {
+            sub: sub.into(),
+            ..Identity::default()
+        };
+        Verified {
+            identity,
+            claims: serde_json::Map::new(),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn bounded_and_never_past_exp() {
+        let mut cache = TokenCache::new(2);
+        let (a, b, c) = (
+            TokenCache::key("a"),
+            TokenCache::key("b"),
+            TokenCache::key("c"),
+        );
+        cache.put(a, verified("a", 100));
+        cache.put(b, verified("b", 200));
+        assert_eq!(
+            cache.get(&a, 99).map(|v| v.identity.sub.as_str()),
+            Some("a")
+        );
+        assert!(cache.get(&a, 100).is_none(), "expired at exp");
+        cache.put(a, verified("a", 100));
+        cache.put(c, verified("c", 300));
+        assert_eq!(cache.len(), 2, "the oldest entry made room");
+        assert!(cache.get(&c, 0).is_some());
+        for i in 0..10_000 {
+            cache.put(TokenCache::key(&i.to_string()), verified("x", 1_000));
+        }
+        assert_eq!(cache.len(), 2);
+        assert!(cache.order.len() <= 4);
+        assert!(TokenCache::new(0).is_empty());
+    }
+}
