@@ -190,3 +190,42 @@ fn keys_rotate_without_a_restart() {
         "unknown kids refreshed too often"
     );
 }
+
+/// The key server is down: requests wait at most `limits.key_wait`, then get 503 with
+/// Retry-After (fail closed), and the failure is counted.
+#[test]
+fn an_unreachable_key_server_fails_closed_within_the_bound() {
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut config = shipped_filter_config();
+    config["issuers"].as_array_mut().unwrap().push(json!({
+        "issuer": "rotating-idp", "audiences": ["workspace-api"], "algorithms": ["EdDSA"],
+        "remote_jwks": {"cluster": "jwks", "authority": "idp.test", "path": "/jwks", "timeout": "1s"}
+    }));
+    config["limits"]["key_wait"] = json!("2s");
+    let stack = Stack::start(StackOptions {
+        filter_config: Some(config),
+        extra_clusters: vec![("jwks".into(), closed)],
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let r = send(
+        "GET",
+        &format!("{}/api/workspaces/w-1", stack.gateway_url()),
+        &[(
+            "authorization",
+            &format!("Bearer {}", token(&Keys::new(3), "k")),
+        )],
+        None,
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["type"], "urn:workspace-api:problem:unavailable");
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(counter(&stack, "jwks_fetch.failed") >= 1);
+    // Tokens of the other (inline) issuer are unaffected.
+    let dev = e2e::dev_token("u-alice", &[(SEED_ORG, &["owner"])]);
+    assert_eq!(status(&stack, &dev), 404);
+}
