@@ -44,3 +44,16 @@ pub fn parse_keys(value: &str) -> Option<Vec<Vec<u8>>> {
         .collect();
     (!keys.is_empty()).then_some(keys)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_are_comma_separated_and_short_ones_ignored() {
+        let long_a = "a".repeat(32);
+        let long_b = "b".repeat(40);
+        let keys = super::parse_keys(&format!(" {long_a} ,short,{long_b},")).unwrap();
+        assert_eq!(keys, vec![long_a.into_bytes(), long_b.into_bytes()]);
+        assert_eq!(super::parse_keys(""), None);
+        assert_eq!(super::parse_keys("short,also-short"), None);
+    }
+}
