@@ -68,6 +68,7 @@ pub fn fetch(shared: &mut Shared, issuer: usize, now: u64, unknown_kid: bool) ->
         }
         Err(status) => {
             state.last_attempt_ms = Some(now);
+            state.next_refresh_ms = now.saturating_add(5_000);
             shared.metrics.count("jwks_fetch.failed");
             host::log(
                 LogLevel::Warn,
@@ -84,10 +85,12 @@ pub fn refresh_due(shared: &Rc<RefCell<Shared>>, now: u64) {
     let shared = &mut *guard;
     let n = shared.fetch.len();
     for issuer in 0..n {
+        // `fetch` skips an issuer whose fetch is still in flight, and forgets one whose
+        // callback never came (its request context went away), so the schedule never stalls.
         let due = shared
             .fetch
             .get(issuer)
-            .is_some_and(|f| f.in_flight_since.is_none() && now >= f.next_refresh_ms);
+            .is_some_and(|f| now >= f.next_refresh_ms);
         let remote = shared
             .worker
             .as_ref()
