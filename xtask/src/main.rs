@@ -143,8 +143,10 @@ fn up(args: UpArgs) -> Result<()> {
     })?;
     let token = TokenSpec::new("u-dev", &[(SEED_ORG, &["owner"])]).mint()?;
     let body = SEED_BODY.trim().replace('\'', r"'\''");
+    let idempotency_key = uuid::Uuid::new_v4();
     println!(
-        "\nReady in {:.1}s.\n  gateway  {}\n  admin    {}\n  backend  {} (direct calls get 401: identity must come through the gateway)\n  state    {}\n  logs     {}\n\nTry it (the token is a local-only dev token, valid for an hour; mint others with `cargo xtask token`):\n\ncurl -i {}/api/workspaces \\\n  -H 'Authorization: Bearer {token}' \\\n  -H 'Content-Type: application/json' \\\n  -H \"Idempotency-Key: $(cat /proc/sys/kernel/random/uuid)\" \\\n  --data-raw '{body}'\n\nCtrl-C stops everything.",
+        "\nReady in {:.1}s.\n  gateway  {}\n  admin    {}\n  backend  {} (direct calls get 401: identity must come through the gateway)\n  state    {}\n  logs     {}\n\nTry it: run it twice and the second answer is the first one replayed (same Idempotency-Key).
+The token is a local-only dev token, valid for an hour; mint others with `cargo xtask token`.\n\ncurl -i {}/api/workspaces \\\n  -H 'Authorization: Bearer {token}' \\\n  -H 'Content-Type: application/json' \\\n  -H 'Idempotency-Key: {idempotency_key}' \\\n  --data-raw '{body}'\n\nCtrl-C stops everything.",
         started.elapsed().as_secs_f64(),
         stack.gateway_url(),
         stack.admin_url(),
