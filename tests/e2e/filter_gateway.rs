@@ -306,3 +306,89 @@ fn the_edge_decides_before_the_backend() {
     assert!(log.contains("reason=expired"));
     assert!(!log.contains(&alice[..40]), "a token was logged");
 }
+
+/// Every supported algorithm verifies inside Envoy's V8 (RSA, PSS, P-256, Ed25519, HMAC),
+/// and the per-issuer allow-list holds there too.
+#[test]
+fn every_algorithm_verifies_inside_envoy() {
+    use edge_policy::jwt::Alg;
+    let keys = testkit::Keys::new(7);
+    let mut config = e2e::shipped_filter_config();
+    let issuers = config["issuers"].as_array_mut().unwrap();
+    issuers.push(json!({"issuer": "all-algs", "audiences": ["workspace-api"], "jwks": keys.jwks(),
+        "algorithms": ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "EdDSA"]}));
+    issuers.push(json!({"issuer": "rsa-only", "audiences": ["workspace-api"], "jwks": {"keys": [keys.jwk("rsa")]},
+        "algorithms": ["RS256"]}));
+    let stack = Stack::start(StackOptions {
+        filter_config: Some(config),
+        ..Default::default()
+    });
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let kid = |alg: Alg| match alg.family() {
+        edge_policy::jwt::Family::Hmac => "hmac",
+        edge_policy::jwt::Family::Rsa => "rsa",
+        edge_policy::jwt::Family::P256 => "p256",
+        edge_policy::jwt::Family::Ed25519 => "ed",
+    };
+    let all = [
+        Alg::HS256,
+        Alg::HS384,
+        Alg::HS512,
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::EdDSA,
+    ];
+    for alg in all {
+        let t = keys.sign(
+            alg,
+            Some(kid(alg)),
+            &testkit::claims("all-algs", "workspace-api", "u-algs", now),
+        );
+        let r = get(
+            &stack,
+            "/api/workspaces/w-missing",
+            &[("authorization", &format!("Bearer {t}"))],
+        );
+        assert_eq!(
+            r.status,
+            404,
+            "{alg:?} did not pass the filter: {}",
+            r.text()
+        );
+        let t = keys.sign(
+            alg,
+            Some(kid(alg)),
+            &testkit::claims("rsa-only", "workspace-api", "u-algs", now),
+        );
+        let r = get(
+            &stack,
+            "/api/workspaces/w-missing",
+            &[("authorization", &format!("Bearer {t}"))],
+        );
+        let want = if alg == Alg::RS256 { 404 } else { 401 };
+        assert_eq!(r.status, want, "{alg:?} for the RS256-only issuer");
+    }
+    // The HMAC-with-the-RSA-public-key confusion, against an issuer that allows HS256 too.
+    let forged = testkit::forge_hs256(
+        &keys.public_bytes("rsa"),
+        Some("rsa"),
+        &testkit::claims("all-algs", "workspace-api", "u-evil", now),
+    );
+    let r = get(
+        &stack,
+        "/api/workspaces/w-missing",
+        &[("authorization", &format!("Bearer {forged}"))],
+    );
+    assert_problem(&r, 401, "invalid-token", Some(&forged));
+}
