@@ -780,3 +780,79 @@ fn shipped_configuration(yaml: &str) -> String {
     }
     out
 }
+
+#[test]
+fn remote_keys_make_requests_wait_then_decide() {
+    let keys = Keys::new(1);
+    let rotated = Keys::new(2);
+    let mut f = Fixture::with(|c| {
+        c["issuers"][1] = json!({"issuer": "remote", "audiences": ["workspace-api"], "algorithms": ["EdDSA"],
+            "remote_jwks": {"cluster": "idp", "authority": "idp", "path": "/jwks"}});
+        c["unmatched"] = json!("reject");
+    });
+    let claims = |sub: &str| {
+        let mut c = testkit::claims("remote", "workspace-api", sub, NOW);
+        c["iss"] = json!("remote");
+        c
+    };
+    let run = |f: &mut Fixture, token: &str, may_wait: bool| {
+        let headers = vec![("authorization".to_owned(), bearer(token))];
+        let req = RequestHead {
+            method: "GET",
+            path: "/api/workspaces/w",
+            headers: &headers,
+            client_addr: None,
+        };
+        let mut random = || [1u8; 16];
+        let mut host = Host {
+            store: &f.store,
+            now_ms: NOW as u64 * 1000,
+            random: &mut random,
+        };
+        match f
+            .worker
+            .on_headers(&req, &mut host, may_wait, &mut Pending::default())
+        {
+            Step::Forward => 200,
+            Step::Reject(r) => r.status,
+            Step::WaitForKeys { issuer } => {
+                assert_eq!(issuer, 1);
+                0
+            }
+        }
+    };
+    let t = keys.sign(Alg::EdDSA, Some("ed"), &claims("u-1"));
+    assert_eq!(run(&mut f, &t, true), 0, "keys not loaded: wait");
+    assert_eq!(
+        run(&mut f, &t, false),
+        503,
+        "still not loaded after the wait: 503"
+    );
+    let jwks = edge_policy::jwks::JwkSet::from_value(&json!({"keys": [keys.jwk("ed")]})).unwrap();
+    f.worker.set_remote_keys(1, jwks);
+    assert_eq!(run(&mut f, &t, true), 200);
+    let new = rotated.sign(Alg::EdDSA, Some("ed-2"), &claims("u-2"));
+    assert_eq!(
+        run(&mut f, &new, true),
+        0,
+        "unknown kid: wait for a refresh"
+    );
+    assert_eq!(
+        run(&mut f, &new, false),
+        401,
+        "still unknown after the refresh"
+    );
+    let mut jwk = rotated.jwk("ed");
+    jwk["kid"] = json!("ed-2");
+    f.worker.set_remote_keys(
+        1,
+        edge_policy::jwks::JwkSet::from_value(&json!({"keys": [jwk]})).unwrap(),
+    );
+    assert_eq!(run(&mut f, &new, true), 200, "rotated in without a restart");
+    let (got, _) = f.run("GET", "/elsewhere", &[], b"");
+    assert_eq!(
+        (got.status, got.reason),
+        (404, "no_route"),
+        "unmatched: reject"
+    );
+}
