@@ -1,10 +1,24 @@
 //! Durable idempotency (draft-ietf-httpapi-idempotency-key-header), scoped per user.
 //!
-//! A key is claimed by a compare-and-swap from "absent" to a `pending` record carrying the
-//! request's fingerprint, so two backend instances (or two gateway replicas) cannot both run
-//! the same create. The winner replaces the record with the response it produced; a retry
-//! then gets that response replayed. Records live 24 hours; a `pending` record older than
-//! [`PENDING_TIMEOUT_SECS`] is taken to be from a request that died and may be taken over.
+//! A key is claimed by writing a `pending` record carrying the request's fingerprint, so two
+//! backend instances (or two gateway replicas) cannot both run the same create. The winner
+//! replaces the record with the response it produced; a retry then gets that response
+//! replayed. Records live 24 hours; a `pending` record older than [`PENDING_TIMEOUT_SECS`]
+//! is taken to be from a request that died and may be taken over.
+//!
+//! Who may write the record is decided by operations that are atomic on every host:
+//! - record present (expired or released): a compare-and-swap from the value read, which
+//!   Spin's stores and the runner both run as a conditional update;
+//! - record absent: an election on the counter `<record key>#claims`. A compare-and-swap
+//!   from absent cannot decide it: under `spin up`'s SQLite store it overwrites a record
+//!   written since (see [`crate::store::Kv::compare_and_swap`]). The counter holds the
+//!   generation (a timestamp, strictly increasing) of the last election; a claimant reads it
+//!   with `increment(0)` and adds the difference to its own generation, and wins only if
+//!   `increment` returns exactly that generation, i.e. nobody added in between. The winner
+//!   is then the record's only writer. A loser re-reads: it finds the winner's pending record,
+//!   or, if the winner has not written yet, a recent generation, and answers 409. An election
+//!   whose winner died before writing is held again once its generation is older than
+//!   [`PENDING_TIMEOUT_SECS`], the same bound as for a pending record.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -23,6 +37,9 @@ pub const PENDING_TIMEOUT_SECS: i64 = 60;
 struct Record {
     fingerprint: String,
     created_at: i64,
+    /// The election this claim won, for a claim of an absent record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     response: Option<StoredResponse>,
 }
@@ -41,6 +58,7 @@ pub struct Claim {
     record: Vec<u8>,
     fingerprint: String,
     created_at: i64,
+    generation: Option<i64>,
 }
 
 /// What to do with a request that carries an idempotency key.
@@ -90,6 +108,44 @@ fn store_key(user: &str, key: &str) -> String {
     format!("idem/{user}/{key}")
 }
 
+/// The counter that elects the writer of an absent record.
+fn claims_key(store_key: &str) -> String {
+    format!("{store_key}#claims")
+}
+
+/// The result of an election for an absent record.
+enum Election {
+    /// This request is the record's only writer; the value is its generation.
+    Won(i64),
+    /// Another request won less than [`PENDING_TIMEOUT_SECS`] ago and may still write.
+    Held,
+    /// Another request won just now.
+    Lost,
+}
+
+/// Elects the writer of the absent record whose counter is `claims_key`.
+fn elect(kv: &dyn Kv, claims_key: &str, now: i64) -> Result<Election, Problem> {
+    // `increment` by 0 is an atomic read (and creates the counter at 0).
+    let last = kv.increment(claims_key, 0)?;
+    if last > 0 && now - last <= PENDING_TIMEOUT_SECS {
+        return Ok(Election::Held);
+    }
+    // Above `last` (which is below `now` here, unless both are 0), so never 0.
+    let generation = now.max(last + 1);
+    // Exactly `generation` back means no other claimant added anything since `last`; any
+    // claimant that did add something got a different sum.
+    let got = kv.increment(claims_key, generation - last)?;
+    Ok(if got == generation {
+        Election::Won(generation)
+    } else {
+        Election::Lost
+    })
+}
+
+fn in_flight() -> Problem {
+    Problem::new(Kind::IdempotencyInFlight).with_header("retry-after", "1")
+}
+
 /// Claims `key` for `user`, or tells why not: 409 while the first request runs, 422 when
 /// the key was used for a different request, a replay when it completed.
 pub fn begin(
@@ -100,13 +156,8 @@ pub fn begin(
     now: i64,
 ) -> Result<Outcome, Problem> {
     let store_key = store_key(user, key);
-    let fresh = Record {
-        fingerprint: fingerprint.to_owned(),
-        created_at: now,
-        response: None,
-    };
-    let fresh_bytes = serde_json::to_vec(&fresh).map_err(|_| Problem::new(Kind::Internal))?;
-    // Two rounds: a lost race on an expired record is retried once, then reported as 409.
+    // Two rounds: a lost race is retried once (to answer from the winner's record), then
+    // reported as 409.
     for _ in 0..2 {
         let current = kv.get(&store_key)?;
         let existing: Option<Record> = current
@@ -123,22 +174,38 @@ pub fn begin(
                 }
                 return match &rec.response {
                     Some(r) => Ok(Outcome::Replay(replay(r))),
-                    None => {
-                        Err(Problem::new(Kind::IdempotencyInFlight).with_header("retry-after", "1"))
-                    }
+                    None => Err(in_flight()),
                 };
             }
         }
+        // A present record (expired or released) is taken over by a conditional swap from
+        // what was read; an absent one only by the winner of the election.
+        let generation = match current {
+            Some(_) => None,
+            None => match elect(kv, &claims_key(&store_key), now)? {
+                Election::Won(generation) => Some(generation),
+                Election::Held => return Err(in_flight()),
+                Election::Lost => continue,
+            },
+        };
+        let fresh = Record {
+            fingerprint: fingerprint.to_owned(),
+            created_at: now,
+            generation,
+            response: None,
+        };
+        let fresh_bytes = serde_json::to_vec(&fresh).map_err(|_| Problem::new(Kind::Internal))?;
         if kv.compare_and_swap(&store_key, current.as_deref(), &fresh_bytes)? {
             return Ok(Outcome::Proceed(Claim {
                 store_key,
                 record: fresh_bytes,
                 fingerprint: fingerprint.to_owned(),
                 created_at: now,
+                generation,
             }));
         }
     }
-    Err(Problem::new(Kind::IdempotencyInFlight).with_header("retry-after", "1"))
+    Err(in_flight())
 }
 
 fn replay(r: &StoredResponse) -> ApiResponse {
@@ -168,6 +235,7 @@ pub fn complete(
     let done = Record {
         fingerprint: claim.fingerprint,
         created_at: claim.created_at,
+        generation: claim.generation,
         response: Some(StoredResponse {
             status: response.status,
             headers,
@@ -251,6 +319,23 @@ mod tests {
     }
 
     #[test]
+    fn an_election_whose_winner_died_is_held_again_after_the_pending_timeout() {
+        let kv = MemoryKv::spin_sqlite();
+        let store_key = store_key("u", "k");
+        // A request won the election at 10, then died before writing its record.
+        assert!(matches!(
+            elect(&kv, &claims_key(&store_key), 10).unwrap(),
+            Election::Won(10)
+        ));
+        let err = begin(&kv, "u", "k", "f", 10 + PENDING_TIMEOUT_SECS).unwrap_err();
+        assert_eq!(err.kind, Kind::IdempotencyInFlight);
+        let claim = proceed(begin(&kv, "u", "k", "f", 11 + PENDING_TIMEOUT_SECS));
+        assert_eq!(claim.generation, Some(11 + PENDING_TIMEOUT_SECS));
+        // A generation is never 0, the counter's "never elected", even at time 0.
+        assert!(matches!(elect(&kv, "c", 0).unwrap(), Election::Won(1)));
+    }
+
+    #[test]
     fn store_failure_is_a_503() {
         let kv = MemoryKv::new();
         kv.set_failing(Some("down"));
@@ -258,5 +343,299 @@ mod tests {
             begin(&kv, "u", "k", "f", 0).unwrap_err().kind,
             Kind::StoreUnavailable
         );
+    }
+
+    /// Two claims raced step by step on a store with `spin up`'s semantics.
+    mod interleaved {
+        use std::sync::mpsc::{channel, Receiver, Sender};
+        use std::thread;
+
+        use super::*;
+        use crate::store::StoreError;
+
+        /// What one claimant ended with.
+        #[derive(Debug)]
+        enum Seen {
+            Proceed(Claim),
+            Replay,
+            Refused(Kind),
+        }
+
+        fn seen(o: Result<Outcome, Problem>) -> Seen {
+            match o {
+                Ok(Outcome::Proceed(c)) => Seen::Proceed(c),
+                Ok(Outcome::Replay(_)) => Seen::Replay,
+                Err(p) => Seen::Refused(p.kind),
+            }
+        }
+
+        enum Event {
+            Ready(usize),
+            Done(usize, Seen),
+        }
+
+        /// One claimant's view of the shared store: each host call waits for the test's
+        /// go-ahead, so the test decides the order of every call of the two claimants.
+        struct Stepped<'a> {
+            kv: &'a MemoryKv,
+            who: usize,
+            events: Sender<Event>,
+            go: Receiver<()>,
+        }
+
+        impl Stepped<'_> {
+            fn step(&self) {
+                let _ = self.events.send(Event::Ready(self.who));
+                let _ = self.go.recv();
+            }
+        }
+
+        impl Kv for Stepped<'_> {
+            fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                self.step();
+                self.kv.get(key)
+            }
+            fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+                self.step();
+                self.kv.set(key, value)
+            }
+            fn delete(&self, key: &str) -> Result<(), StoreError> {
+                self.step();
+                self.kv.delete(key)
+            }
+            fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+                self.step();
+                self.kv.increment(key, delta)
+            }
+            fn compare_and_swap(
+                &self,
+                key: &str,
+                expected: Option<&[u8]>,
+                new: &[u8],
+            ) -> Result<bool, StoreError> {
+                // `SpinKv`'s two host calls, each a step of its own.
+                self.step();
+                let current = self.kv.cas_current(key)?;
+                if current.as_deref() != expected {
+                    return Ok(false);
+                }
+                self.step();
+                self.kv.cas_swap(key, current.as_deref(), new)
+            }
+        }
+
+        /// A claim as one request makes it: (store, time, fingerprint) -> outcome.
+        type ClaimFn = fn(&dyn Kv, i64, &str) -> Seen;
+
+        fn claim_now(kv: &dyn Kv, now: i64, fingerprint: &str) -> Seen {
+            seen(begin(kv, "u", "k", fingerprint, now))
+        }
+
+        /// The claim before elections: a compare-and-swap from whatever was read.
+        fn claim_by_cas_alone(kv: &dyn Kv, now: i64, fingerprint: &str) -> Seen {
+            let key = store_key("u", "k");
+            let Ok(current) = kv.get(&key) else {
+                return Seen::Refused(Kind::StoreUnavailable);
+            };
+            if current.is_some() {
+                return Seen::Refused(Kind::IdempotencyInFlight);
+            }
+            let record = format!("{{\"fingerprint\":\"{fingerprint}\",\"createdAt\":{now}}}");
+            match kv.compare_and_swap(&key, None, record.as_bytes()) {
+                Ok(true) => Seen::Proceed(Claim {
+                    store_key: key,
+                    record: record.into_bytes(),
+                    fingerprint: fingerprint.to_owned(),
+                    created_at: now,
+                    generation: None,
+                }),
+                _ => Seen::Refused(Kind::IdempotencyInFlight),
+            }
+        }
+
+        /// Runs both claimants on `kv`; wherever both wait for a step, the next entry of
+        /// `choices` says which goes (0 past its end). Returns the choices made and the outcomes.
+        fn run(
+            kv: &MemoryKv,
+            claim: ClaimFn,
+            claimants: [(i64, &str); 2],
+            choices: &[usize],
+        ) -> (Vec<usize>, [Seen; 2]) {
+            thread::scope(|s| {
+                let (events, inbox) = channel();
+                let mut gos = Vec::new();
+                for (who, (now, fingerprint)) in claimants.into_iter().enumerate() {
+                    let (go_tx, go) = channel();
+                    gos.push(go_tx);
+                    let events = events.clone();
+                    s.spawn(move || {
+                        let view = Stepped {
+                            kv,
+                            who,
+                            events: events.clone(),
+                            go,
+                        };
+                        let outcome = claim(&view, now, fingerprint);
+                        let _ = events.send(Event::Done(who, outcome));
+                    });
+                }
+                drop(events);
+                let mut made = Vec::new();
+                let mut ready = [false; 2];
+                let mut done: [Option<Seen>; 2] = [None, None];
+                let mut awaited = 2;
+                loop {
+                    for _ in 0..awaited {
+                        match inbox.recv().unwrap() {
+                            Event::Ready(w) => ready[w] = true,
+                            Event::Done(w, outcome) => done[w] = Some(outcome),
+                        }
+                    }
+                    let next = match ready {
+                        [false, false] => break,
+                        [true, true] => {
+                            let c = choices.get(made.len()).copied().unwrap_or(0);
+                            made.push(c);
+                            c
+                        }
+                        [a, _] => usize::from(!a),
+                    };
+                    ready[next] = false;
+                    gos[next].send(()).unwrap();
+                    awaited = 1;
+                }
+                let [a, b] = done;
+                (made, [a.unwrap(), b.unwrap()])
+            })
+        }
+
+        /// Every interleaving of the two claimants' host calls, each on a fresh store from
+        /// `setup`; `check` sees each pair of outcomes and the store after it. Returns how
+        /// many interleavings there were.
+        fn explore(
+            setup: impl Fn() -> MemoryKv,
+            claim: ClaimFn,
+            claimants: [(i64, &str); 2],
+            mut check: impl FnMut(&[Seen; 2], &MemoryKv),
+        ) -> usize {
+            let mut todo = vec![Vec::new()];
+            let mut runs = 0;
+            while let Some(prefix) = todo.pop() {
+                let kv = setup();
+                let (made, outcomes) = run(&kv, claim, claimants, &prefix);
+                for i in prefix.len()..made.len() {
+                    let mut other = made[..i].to_vec();
+                    other.push(1);
+                    todo.push(other);
+                }
+                check(&outcomes, &kv);
+                runs += 1;
+            }
+            runs
+        }
+
+        /// Exactly one claimant proceeds, the other is refused as in flight (or, with another
+        /// payload, as a mismatch), and the winner's record is the one stored.
+        fn one_winner(outcomes: &[Seen; 2], kv: &MemoryKv) {
+            let winners: Vec<&Claim> = outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    Seen::Proceed(c) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(winners.len(), 1, "{outcomes:?}");
+            for o in outcomes {
+                assert!(
+                    matches!(
+                        o,
+                        Seen::Proceed(_)
+                            | Seen::Refused(Kind::IdempotencyInFlight | Kind::IdempotencyMismatch)
+                    ),
+                    "{outcomes:?}"
+                );
+            }
+            let stored = kv.get(&winners[0].store_key).unwrap();
+            assert_eq!(stored.as_deref(), Some(winners[0].record.as_slice()));
+        }
+
+        #[test]
+        fn a_bare_cas_from_absent_lets_both_claims_proceed_on_spin() {
+            let mut both = 0;
+            let runs = explore(
+                MemoryKv::spin_sqlite,
+                claim_by_cas_alone,
+                [(100, "f"), (100, "f")],
+                |outcomes, _| {
+                    both += usize::from(matches!(outcomes, [Seen::Proceed(_), Seen::Proceed(_)]));
+                },
+            );
+            assert!(both > 0, "no double claim in {runs} interleavings");
+            // The runner's insert-if-absent hid the race.
+            explore(
+                MemoryKv::new,
+                claim_by_cas_alone,
+                [(100, "f"), (100, "f")],
+                |outcomes, _| {
+                    assert!(!matches!(outcomes, [Seen::Proceed(_), Seen::Proceed(_)]));
+                },
+            );
+        }
+
+        #[test]
+        fn two_first_claims_of_an_absent_key_never_both_proceed() {
+            for claimants in [[(100, "f"), (100, "f")], [(100, "f"), (101, "g")]] {
+                for setup in [MemoryKv::spin_sqlite, MemoryKv::new] {
+                    let runs = explore(setup, claim_now, claimants, one_winner);
+                    assert!(runs > 50, "{runs} interleavings");
+                }
+            }
+        }
+
+        #[test]
+        fn two_takeovers_of_an_expired_claim_never_both_proceed() {
+            let setup = || {
+                let kv = MemoryKv::spin_sqlite();
+                proceed(begin(&kv, "u", "k", "f", 0));
+                kv
+            };
+            let later = 1 + PENDING_TIMEOUT_SECS;
+            let runs = explore(setup, claim_now, [(later, "f"), (later, "f")], one_winner);
+            assert!(runs > 10, "{runs} interleavings");
+            let setup = || {
+                let kv = MemoryKv::spin_sqlite();
+                release(&kv, proceed(begin(&kv, "u", "k", "f", 0)));
+                kv
+            };
+            explore(setup, claim_now, [(1, "f"), (1, "f")], one_winner);
+        }
+
+        #[test]
+        fn two_claims_after_a_dead_election_winner_never_both_proceed() {
+            let setup = || {
+                let kv = MemoryKv::spin_sqlite();
+                // The winner of an election at 10 died before writing its record.
+                kv.increment(&claims_key(&store_key("u", "k")), 10).unwrap();
+                kv
+            };
+            let later = 11 + PENDING_TIMEOUT_SECS;
+            let runs = explore(setup, claim_now, [(later, "f"), (later, "f")], one_winner);
+            assert!(runs > 50, "{runs} interleavings");
+        }
+
+        #[test]
+        fn the_winner_completes_and_the_loser_then_gets_the_replay() {
+            let kv = MemoryKv::spin_sqlite();
+            // Both read the key absent and the counter at 0 before either increments.
+            let (_, [a, b]) = run(&kv, claim_now, [(5, "f"), (5, "f")], &[0, 1, 0, 1, 0, 1]);
+            let (winner, loser) = match (a, b) {
+                (Seen::Proceed(c), other) | (other, Seen::Proceed(c)) => (c, other),
+                other => panic!("{other:?}"),
+            };
+            assert!(matches!(loser, Seen::Refused(Kind::IdempotencyInFlight)));
+            let resp = ApiResponse::json(201, &serde_json::json!({"id": 1}));
+            complete(&kv, winner, &resp).unwrap();
+            assert!(matches!(claim_now(&kv, 6, "f"), Seen::Replay));
+        }
     }
 }

@@ -1,6 +1,13 @@
 //! [`Kv`] on Spin's key-value store: `fermyon:spin/key-value` for reads and writes,
 //! `wasi:keyvalue/atomics` for the counter and compare-and-swap. Both name the same store
 //! (the component's `default` store), so Spin and the local runner back them with one table.
+//!
+//! A compare-and-swap is two host calls, `cas.current()` then `swap`. Spin's SQLite store
+//! makes the swap a conditional `UPDATE .. WHERE value = <current>` when the key had a
+//! value, but an `INSERT .. ON CONFLICT DO UPDATE` when it had none: from absent it
+//! overwrites whatever was written in between (`spinframework/spin`,
+//! `crates/key-value-spin/src/store.rs`). The runner's is an insert-if-absent. Callers
+//! therefore never let a swap from absent decide between writers (see `idempotency`).
 
 use spin_sdk::key_value::Store;
 use spin_sdk::wit::wasi::keyvalue::{atomics, store as wasi_store};

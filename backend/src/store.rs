@@ -22,6 +22,11 @@ impl std::error::Error for StoreError {}
 /// The operations the service performs on its store: plain reads and writes of single keys,
 /// an atomic counter and a compare-and-swap. Nothing ever rewrites a shared list, so no
 /// operation needs a transaction (see `backend/README.md`, "Key layout").
+///
+/// Hosts differ in one respect callers must respect: a compare-and-swap from *absent*
+/// (`expected: None`) is an insert-if-absent under the local runner but an unconditional
+/// write under `spin up`'s SQLite store, so it must never be what decides between two
+/// writers. `increment` and a compare-and-swap from a present value are atomic everywhere.
 pub trait Kv {
     /// The value of `key`, if any.
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -31,8 +36,10 @@ pub trait Kv {
     fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Atomically adds `delta` to the counter at `key` (absent counts as 0); returns the new value.
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
-    /// Atomically replaces the value of `key` with `new` if and only if it is still
-    /// `expected` (`None`: the key is absent). Returns whether the swap happened.
+    /// Replaces the value of `key` with `new` if it is still `expected`; returns whether the
+    /// swap happened. With `expected: Some(..)` this is atomic on every host. With `None`
+    /// (the key was absent) the swap may overwrite a value written since (Spin's SQLite
+    /// store does): only a caller already known to be the key's sole writer may rely on it.
     fn compare_and_swap(
         &self,
         key: &str,
@@ -41,11 +48,29 @@ pub trait Kv {
     ) -> Result<bool, StoreError>;
 }
 
+/// What a compare-and-swap does when the key was absent at `cas.current()` and has been
+/// written since, before `swap`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CasFromAbsent {
+    /// The swap fails: a true insert-if-absent (the local runner).
+    #[default]
+    InsertIfAbsent,
+    /// The swap overwrites whatever is there and succeeds (`spin up`'s default SQLite store:
+    /// `INSERT .. ON CONFLICT DO UPDATE`).
+    Overwrite,
+}
+
 /// An in-memory [`Kv`], safe to share between threads; optionally failing every call, to
 /// test the service's behaviour when the store is down.
+///
+/// By default a compare-and-swap is one atomic step, as under the local runner. Built with
+/// [`MemoryKv::spin_sqlite`] it takes Spin's two host calls instead ([`MemoryKv::cas_current`]
+/// then [`MemoryKv::cas_swap`], another thread may run in between) with Spin's SQLite
+/// semantics, so tests can reproduce the races `spin up` allows.
 #[derive(Debug, Default)]
 pub struct MemoryKv {
     map: Mutex<BTreeMap<String, Vec<u8>>>,
+    cas_from_absent: CasFromAbsent,
     /// When set, every operation fails with this message.
     pub fail_with: Mutex<Option<String>>,
 }
@@ -54,6 +79,35 @@ impl MemoryKv {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose compare-and-swap behaves like Spin's default SQLite store.
+    pub fn spin_sqlite() -> Self {
+        Self {
+            cas_from_absent: CasFromAbsent::Overwrite,
+            ..Self::default()
+        }
+    }
+
+    /// The first half of a compare-and-swap (`cas.current()`): the key's value now.
+    pub fn cas_current(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(key)
+    }
+
+    /// The second half (`swap`), given what [`MemoryKv::cas_current`] saw: conditional on
+    /// the value being unchanged when `seen` is a value; when `seen` is `None`, an insert
+    /// if still absent or, for [`CasFromAbsent::Overwrite`], an unconditional write.
+    pub fn cas_swap(&self, key: &str, seen: Option<&[u8]>, new: &[u8]) -> Result<bool, StoreError> {
+        let mut map = self.lock()?;
+        let now = map.get(key).map(Vec::as_slice);
+        let swap = match seen {
+            Some(_) => now == seen,
+            None => now.is_none() || self.cas_from_absent == CasFromAbsent::Overwrite,
+        };
+        if swap {
+            map.insert(key.to_owned(), new.to_vec());
+        }
+        Ok(swap)
     }
 
     /// Every key currently stored, sorted.
@@ -114,6 +168,14 @@ impl Kv for MemoryKv {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, StoreError> {
+        if self.cas_from_absent == CasFromAbsent::Overwrite {
+            // As `SpinKv` does it: two host calls, not one step.
+            let current = self.cas_current(key)?;
+            if current.as_deref() != expected {
+                return Ok(false);
+            }
+            return self.cas_swap(key, current.as_deref(), new);
+        }
         let mut map = self.lock()?;
         if map.get(key).map(Vec::as_slice) != expected {
             return Ok(false);
@@ -138,6 +200,29 @@ mod tests {
         assert!(!kv.compare_and_swap("k", None, b"b").unwrap());
         assert!(kv.compare_and_swap("k", Some(b"a"), b"c").unwrap());
         assert_eq!(kv.get("k").unwrap(), Some(b"c".to_vec()));
+    }
+
+    #[test]
+    fn spin_sqlite_cas_from_absent_overwrites_but_from_present_is_conditional() {
+        let kv = MemoryKv::spin_sqlite();
+        // Two claims both see the key absent, then both swap: both succeed, the last wins.
+        assert_eq!(kv.cas_current("k").unwrap(), None);
+        assert_eq!(kv.cas_current("k").unwrap(), None);
+        assert!(kv.cas_swap("k", None, b"a").unwrap());
+        assert!(kv.cas_swap("k", None, b"b").unwrap());
+        assert_eq!(kv.get("k").unwrap(), Some(b"b".to_vec()));
+        // From a present value the swap fails once someone else wrote.
+        let seen = kv.cas_current("k").unwrap();
+        kv.set("k", b"c").unwrap();
+        assert!(!kv.cas_swap("k", seen.as_deref(), b"d").unwrap());
+        assert_eq!(kv.get("k").unwrap(), Some(b"c".to_vec()));
+        // Unraced, the trait method still refuses a stale expectation.
+        assert!(!kv.compare_and_swap("k", None, b"e").unwrap());
+        assert!(kv.compare_and_swap("k", Some(b"c"), b"e").unwrap());
+        // The runner's store refuses the racing insert.
+        let runner = MemoryKv::new();
+        assert!(runner.cas_swap("k", None, b"a").unwrap());
+        assert!(!runner.cas_swap("k", None, b"b").unwrap());
     }
 
     #[test]
