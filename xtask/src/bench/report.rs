@@ -190,10 +190,12 @@ pub struct RssPoint {
 pub struct Memory {
     /// Distinct users (one token, one subject and one Idempotency-Key each).
     pub users: u64,
-    /// Requests wrk completed.
+    /// Requests wrk completed (the last few in flight when the files ended are not counted).
     pub requests: u64,
-    /// Responses ≥ 400 (should be 0).
+    /// Responses ≥ 400 wrk saw (should be 0).
     pub non_2xx: u64,
+    /// 2xx responses Envoy served in the run (warm-up excluded): every user passed.
+    pub passed_2xx: u64,
     /// Requests per second during the run.
     pub rps: f64,
     /// VmRSS before the users, KiB.
@@ -225,7 +227,7 @@ impl Memory {
         rss_end_kib: u64,
         outcome: &Outcome,
         trace: Vec<RssPoint>,
-        _allowed: u64,
+        passed_2xx: u64,
         policy: &Value,
         filter_stats: Vec<(String, u64)>,
     ) -> Self {
@@ -245,6 +247,7 @@ impl Memory {
             users,
             requests: outcome.requests,
             non_2xx: outcome.non_2xx,
+            passed_2xx,
             rps: outcome.rps,
             rss_start_kib,
             rss_at_10pct_kib,
@@ -599,10 +602,11 @@ impl Report {
         if let Some(m) = &self.memory {
             let _ = writeln!(
                 t,
-                "\nMemory (Envoy VmRSS, --concurrency 2): {:.1} MiB at start → {:.1} MiB after {} distinct users through the rate limiter and the idempotency store (peak {:.1} MiB; {:.1} MiB at 10 %; {:.0} req/s; {} errors). Limits: {}.",
+                "\nMemory (Envoy VmRSS, --concurrency 2): {:.1} MiB at start → {:.1} MiB after {} distinct users through the rate limiter and the idempotency store ({} answered 2xx; peak {:.1} MiB; {:.1} MiB at 10 %; {:.0} req/s; {} errors). Limits: {}.",
                 m.rss_start_kib as f64 / 1024.0,
                 m.rss_end_kib as f64 / 1024.0,
                 m.users,
+                m.passed_2xx,
                 m.rss_peak_kib as f64 / 1024.0,
                 m.rss_at_10pct_kib as f64 / 1024.0,
                 m.rps,
