@@ -101,42 +101,36 @@ impl fmt::Display for JwksError {
 impl std::error::Error for JwksError {}
 
 impl JwkSet {
-    /// Parses a JWKS document from bytes.
+    /// Parses a JWKS document fetched from an issuer. Keys this filter cannot use (other
+    /// algorithms, key types or sizes) are skipped rather than failing the whole set: an
+    /// identity provider may publish keys for other consumers. At least one must be usable.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, JwksError> {
         let doc: Value = serde_json::from_slice(bytes).map_err(|_| JwksError::NotAKeySet)?;
-        Self::from_value(&doc)
+        Self::parse(&doc, false)
     }
 
-    /// Decodes every signature key of a JWKS document. Keys marked `"use": "enc"` are
-    /// skipped; a key that cannot be decoded makes the whole set invalid, so a typo is
-    /// noticed instead of silently dropping a key.
+    /// Decodes every signature key of a configured (inline) JWKS document. Keys marked
+    /// `"use": "enc"` are skipped; a key that cannot be decoded makes the whole set
+    /// invalid, so a typo in the configuration is noticed instead of silently dropping a key.
     pub fn from_value(doc: &Value) -> Result<Self, JwksError> {
+        Self::parse(doc, true)
+    }
+
+    fn parse(doc: &Value, strict: bool) -> Result<Self, JwksError> {
         let list = doc
             .get("keys")
             .and_then(Value::as_array)
             .ok_or(JwksError::NotAKeySet)?;
         let mut keys = Vec::new();
         for (index, jwk) in list.iter().enumerate() {
-            let bad = |reason: String| JwksError::BadKey { index, reason };
             if jwk.get("use").and_then(Value::as_str) == Some("enc") {
                 continue;
             }
-            let kid = match jwk.get("kid") {
-                None => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(_) => return Err(bad("`kid` must be a string".into())),
-            };
-            let alg = match jwk.get("alg") {
-                None => None,
-                Some(Value::String(s)) => {
-                    Some(Alg::from_name(s).ok_or_else(|| bad(format!("unsupported `alg` {s:?}")))?)
-                }
-                Some(_) => return Err(bad("`alg` must be a string".into())),
-            };
-            let parsed: JsonWebKey<'_> =
-                serde_json::from_value(jwk.clone()).map_err(|e| bad(format!("not a JWK: {e}")))?;
-            let key = decode(&parsed).map_err(bad)?;
-            keys.push(Key { kid, alg, key });
+            match decode_entry(jwk) {
+                Ok(key) => keys.push(key),
+                Err(reason) if strict => return Err(JwksError::BadKey { index, reason }),
+                Err(_) => {}
+            }
         }
         if keys.is_empty() {
             return Err(JwksError::Empty);
@@ -160,6 +154,28 @@ impl JwkSet {
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
+}
+
+fn decode_entry(jwk: &Value) -> Result<Key, String> {
+    let kid = match jwk.get("kid") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err("`kid` must be a string".into()),
+    };
+    let alg = match jwk.get("alg") {
+        None => None,
+        Some(Value::String(s)) => {
+            Some(Alg::from_name(s).ok_or_else(|| format!("unsupported `alg` {s:?}"))?)
+        }
+        Some(_) => return Err("`alg` must be a string".into()),
+    };
+    let parsed: JsonWebKey<'_> =
+        serde_json::from_value(jwk.clone()).map_err(|e| format!("not a JWK: {e}"))?;
+    Ok(Key {
+        kid,
+        alg,
+        key: decode(&parsed)?,
+    })
 }
 
 fn decode(jwk: &JsonWebKey<'_>) -> Result<VerifyingKey, String> {
@@ -205,5 +221,49 @@ fn rsa_bits(key: &RsaPublicKey) -> usize {
     match J::from(key) {
         J::Rsa { modulus, .. } => modulus.len() * 8,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ED: &str = "zlw7q-JCyvpgBO8u_pQs2adwsRBbIvHf7oHTgj61grQ";
+
+    #[test]
+    fn configured_sets_are_strict_fetched_sets_skip_what_they_cannot_use() {
+        let ed = json!({"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": ED});
+        let odd = json!({"kty": "EC", "crv": "P-384", "kid": "p384", "x": "AA", "y": "AA"});
+        let enc = json!({"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"});
+        let doc = json!({"keys": [odd, ed, enc]});
+        assert!(matches!(
+            JwkSet::from_value(&doc),
+            Err(JwksError::BadKey { index: 0, .. })
+        ));
+        let fetched = JwkSet::from_slice(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(fetched.keys.len(), 1);
+        assert!(fetched.has_kid("ed"));
+        let cases = [
+            (json!({"keys": []}), JwksError::Empty),
+            (json!({"keys": [odd_only()]}), JwksError::Empty),
+            (json!([1]), JwksError::NotAKeySet),
+        ];
+        for (doc, want) in cases {
+            assert_eq!(
+                JwkSet::from_slice(doc.to_string().as_bytes()).unwrap_err(),
+                want,
+                "{doc}"
+            );
+        }
+        let private = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ED, "d": ED}]});
+        assert!(
+            JwkSet::from_value(&private).is_err(),
+            "private keys are refused"
+        );
+    }
+
+    fn odd_only() -> serde_json::Value {
+        json!({"kty": "OKP", "crv": "X25519", "x": ED})
     }
 }
