@@ -101,6 +101,14 @@ fn smoke_bench_reports_every_figure() {
         "every user passes: {memory}"
     );
     assert_eq!(num(memory, "/non_2xx"), 0.0, "{memory}");
+    assert_eq!(
+        memory["store_checks"]["ratelimit_header_on_first"], true,
+        "{memory}"
+    );
+    assert_eq!(
+        memory["store_checks"]["idempotent_replay_on_second"], true,
+        "{memory}"
+    );
     assert!(num(memory, "/rss_start_kib") > 0.0);
     assert!(num(memory, "/rss_end_kib") > 0.0);
 

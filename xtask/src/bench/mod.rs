@@ -468,24 +468,38 @@ fn memory_run(
     )?;
     let body = work.join("idem-body.json");
     fs::write(&body, br#"{"name":"bench"}"#)?;
-    // One request so the VM, its shared data and the listener exist before "at start".
+    // One request so the VM, its shared data and the listener exist before "at start",
+    // then the same again: the replay proves the idempotency store holds what passes, and
+    // the RateLimit header that the rate limiter counted it.
     let token = keys.mint(Family::HS256, "u-bench-warmup", "warmup")?;
-    let (status, text) = http(
-        "POST",
-        &format!("{}/api/bench/idem", gw.url),
-        &[
-            ("authorization", &format!("Bearer {token}")),
-            ("idempotency-key", "warmup-1"),
-            ("content-type", "application/json"),
-        ],
-        Some(br#"{"name":"bench"}"#),
-    )?;
-    if status != 200 {
-        bail!(
-            "memory run: POST /api/bench/idem answered {status}: {text}\n{}",
-            gw.log_tail()
-        );
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("idempotency-key", "warmup-1"),
+        ("content-type", "application/json"),
+    ];
+    let url = format!("{}/api/bench/idem", gw.url);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let (status, got, text) = http_full("POST", &url, &headers, Some(br#"{"name":"bench"}"#))?;
+        if status != 200 {
+            bail!(
+                "memory run: POST /api/bench/idem answered {status}: {text}\n{}",
+                gw.log_tail()
+            );
+        }
+        seen.push(got);
     }
+    let has = |i: usize, name: &str, value: Option<&str>| {
+        seen.get(i).is_some_and(|h| {
+            h.iter()
+                .any(|(n, v)| n == name && value.is_none_or(|want| v == want))
+        })
+    };
+    let store_checks = serde_json::json!({
+        "ratelimit_header_on_first": has(0, "ratelimit", None),
+        "idempotent_replay_on_second": has(1, "idempotent-replayed", Some("true")),
+    });
     std::thread::sleep(Duration::from_millis(300));
     let rss_start = procfs::rss_kib(gw.pid())?;
     let pid = gw.pid();
@@ -532,7 +546,7 @@ fn memory_run(
     let passed = gw
         .stat("http.bench.downstream_rq_2xx")
         .unwrap_or(0)
-        .saturating_sub(1);
+        .saturating_sub(2);
     Ok(report::Memory::new(
         users,
         rss_start,
@@ -541,6 +555,7 @@ fn memory_run(
         trace,
         passed,
         policy,
+        store_checks,
         gw.stats_containing("edge_filter"),
     ))
 }
@@ -612,6 +627,19 @@ fn http(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<(u16, String)> {
+    http_full(method, url, headers, body).map(|(status, _, text)| (status, text))
+}
+
+/// Response headers, names lower-case.
+type Headers = Vec<(String, String)>;
+
+/// Like [`http`], with the response headers.
+fn http_full(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<(u16, Headers, String)> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -635,8 +663,18 @@ fn http(
     };
     let mut response = result.map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
     let status = response.status().as_u16();
+    let got = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_ascii_lowercase(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
     let text = response.body_mut().read_to_string().unwrap_or_default();
-    Ok((status, text))
+    Ok((status, got, text))
 }
 
 /// The backend helper's creates benchmark (`tests/e2e/backend_bench.rs`: the backend alone

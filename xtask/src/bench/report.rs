@@ -210,6 +210,9 @@ pub struct Memory {
     pub growth_after_10pct_kib: i64,
     /// The configured limits that bound the filter's state.
     pub limits: Value,
+    /// Before the run: the first request carried `RateLimit` (the limiter counted it) and
+    /// its retry was replayed with `Idempotent-Replayed: true` (the store kept it).
+    pub store_checks: Value,
     /// Whether growth after the first 10 % stayed under [`MEMORY_GROWTH_LIMIT_KIB`].
     pub bounded: bool,
     /// RSS over the run.
@@ -229,6 +232,7 @@ impl Memory {
         trace: Vec<RssPoint>,
         passed_2xx: u64,
         policy: &Value,
+        store_checks: Value,
         filter_stats: Vec<(String, u64)>,
     ) -> Self {
         let tenth = users / 10;
@@ -261,6 +265,7 @@ impl Memory {
                 "idempotency_max_response_bytes": policy.pointer("/idempotency/max_response_bytes"),
             }),
             bounded: growth < MEMORY_GROWTH_LIMIT_KIB as i64,
+            store_checks,
             trace,
             filter_stats,
         }
