@@ -135,3 +135,50 @@ fn dropping_the_stack_leaves_no_process_behind() {
         );
     }
 }
+
+#[test]
+fn v3_members_create_only_where_their_company_allows_it_and_admins_always_can() {
+    let stack = Stack::start(StackOptions::default());
+    let gw = stack.gateway_url();
+    let v3 = format!("{gw}/api/v3/workspaces");
+    let admin = dev_token("u-admin", &[(SEED_ORG, &["admin"])]);
+    let member = dev_token("u-member", &[(SEED_ORG, &["member"])]);
+    let body = r#"{"name":"Reading group"}"#;
+
+    // No settings record: user creation is off, and it is the backend that says so.
+    let refused = post_json(&v3, &member, body, &[]);
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(
+        refused.json()["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("workspace-creation-disabled"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(post_json(&v3, &admin, body, &[]).status, 201);
+
+    let auth = format!("Bearer {admin}");
+    let allow = send(
+        "PUT",
+        &format!("{gw}/api/orgs/{SEED_ORG}/settings"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        Some(br#"{"allowUserWorkspaceCreation": true}"#),
+    );
+    assert_eq!(allow.status, 200, "{}", allow.text());
+    let created = post_json(&v3, &member, body, &[]);
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.json()["user_role"], "OWNER");
+
+    // The seed 004 API still needs `workspace:create`, which members do not carry.
+    let seed = post_json(
+        &format!("{gw}/api/workspaces"),
+        &member,
+        SEED_004_REQUEST,
+        &[],
+    );
+    assert_eq!(seed.status, 403, "{}", seed.text());
+}

@@ -85,32 +85,45 @@ fn wasm_bindgen_tests(cargo: &str) -> Result<()> {
     )
 }
 
-/// `wasm-bindgen-test-runner` of exactly the locked wasm-bindgen version, installed into
-/// `.cache/tools` when missing (the versions must match or the runner refuses the module).
+/// `wasm-bindgen-test-runner` of exactly the locked wasm-bindgen version (the versions must
+/// match or the runner refuses the module): the one on PATH if it is that version, else one
+/// installed with `cargo install` into Cargo's own bin folder, so later runs on the machine
+/// reuse it. (`--locked` is not used: the CLI's own lockfile pins crates the registry mirror
+/// may lack.)
 fn ensure_wasm_bindgen_runner(cargo: &str, version: &str) -> Result<PathBuf> {
-    let root = paths::cache_dir().join(format!("tools/wasm-bindgen-{version}"));
-    let runner = root.join("bin/wasm-bindgen-test-runner");
-    if !runner.exists() {
-        eprintln!(
-            "xtask: installing wasm-bindgen-cli {version} into {}",
-            root.display()
-        );
-        run(
-            Command::new(cargo)
-                .args([
-                    "install",
-                    "--locked",
-                    "--quiet",
-                    "wasm-bindgen-cli",
-                    "--version",
-                ])
-                .arg(format!("={version}"))
-                .arg("--root")
-                .arg(&root),
-            "cargo install wasm-bindgen-cli",
-        )?;
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    let installed = cargo_home.join("bin/wasm-bindgen-test-runner");
+    for candidate in [PathBuf::from("wasm-bindgen-test-runner"), installed.clone()] {
+        if runner_version(&candidate).as_deref() == Some(version) {
+            return Ok(candidate);
+        }
     }
-    Ok(runner)
+    eprintln!("xtask: installing wasm-bindgen-cli {version} (once per machine; several minutes)");
+    run(
+        Command::new(cargo)
+            .args([
+                "install",
+                "--quiet",
+                "--force",
+                "wasm-bindgen-cli",
+                "--version",
+            ])
+            .arg(format!("={version}")),
+        "cargo install wasm-bindgen-cli",
+    )?;
+    Ok(installed)
+}
+
+/// `wasm-bindgen-test-runner --version` prints `wasm-bindgen-test-runner 0.2.130`.
+fn runner_version(runner: &std::path::Path) -> Option<String> {
+    let out = Command::new(runner).arg("--version").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .map(str::to_owned)
 }
 
 /// The version of `package` recorded in `Cargo.lock`.
