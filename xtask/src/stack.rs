@@ -111,8 +111,9 @@ impl Stack {
 
     /// Builds what is stale, then starts the backend and Envoy and waits until both answer.
     pub fn try_start(options: StackOptions) -> Result<Self> {
-        artifacts::build()?;
+        artifacts::build_backend()?;
         let envoy_bin = if options.envoy {
+            artifacts::build_filter()?;
             Some(envoy::ensure_installed()?)
         } else {
             None

@@ -30,7 +30,16 @@ pub fn test(args: TestArgs) -> Result<()> {
         )
     })?;
     step("Envoy", || envoy::ensure_installed().map(drop))?;
-    step("build (filter, backend, runner)", artifacts::build)?;
+    step("build (filter, backend)", artifacts::build_wasm)?;
+    // One feature resolution for the tests and for the runner binary they start.
+    step("compile the tests and the runner", || {
+        run(
+            Command::new(&cargo)
+                .args(["test", "--no-run"])
+                .current_dir(&root),
+            "cargo test --no-run",
+        )
+    })?;
     step("native, end-to-end and doc tests", || {
         run(
             Command::new(&cargo)
