@@ -80,6 +80,7 @@ fn once(done: &OnceLock<Result<(), String>>, build: Build) -> Result<()> {
 }
 
 fn build_now((what, args): Build) -> Result<()> {
+    crate::toolchain::ensure_targets()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(&cargo)
         .args(args)

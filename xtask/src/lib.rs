@@ -12,3 +12,4 @@ pub mod paths;
 pub mod process;
 pub mod stack;
 pub mod token;
+pub mod toolchain;

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use xtask::{artifacts, envoy, paths};
+use xtask::{artifacts, envoy, paths, toolchain};
 
 use crate::run_command as run;
 
@@ -29,6 +29,10 @@ pub fn test(args: TestArgs) -> Result<()> {
             "cargo fmt --check",
         )
     })?;
+    step(
+        "wasm targets of the pinned toolchain",
+        toolchain::ensure_targets,
+    )?;
     step("Envoy", || envoy::ensure_installed().map(drop))?;
     step("build (filter, backend)", artifacts::build_wasm)?;
     // One feature resolution for the tests and for the runner binary they start.
