@@ -1,29 +1,24 @@
-//! The host services `edge_policy` needs, implemented with `proxy_wasm::hostcalls` and
-//! with every host error handled (the SDK's trait helpers would unwrap them).
+//! The host services `edge_policy` needs, over [`crate::abi`]: every host error handled,
+//! every value read as bytes.
 
-use std::time::UNIX_EPOCH;
-
+use edge_policy::headers::{self, Pair};
+use edge_policy::problem::Reply;
 use edge_policy::store::{SharedStore, StoreError};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, MapType, Status};
+
+use crate::abi::{self, Map};
 
 /// Proxy-wasm shared data: one map per VM id, shared by every worker thread.
 pub struct EnvoyStore;
 
 impl SharedStore for EnvoyStore {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(value), Some(cas))) => Ok(Some((value, cas))),
-            Ok((Some(value), None)) => Ok(Some((value, 0))),
-            Ok((None, _)) => Ok(None),
-            Err(status) => Err(StoreError::Host(format!("get_shared_data: {status:?}"))),
-        }
+        abi::shared_data(key).map_err(|s| StoreError::Host(format!("get_shared_data: {s:?}")))
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
+        match abi::set_shared_data(key, value, cas.unwrap_or(0)) {
             Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(abi::CAS_MISMATCH) => Err(StoreError::CasMismatch),
             Err(status) => Err(StoreError::Host(format!("set_shared_data: {status:?}"))),
         }
     }
@@ -32,11 +27,7 @@ impl SharedStore for EnvoyStore {
 /// Envoy's clock in unix milliseconds; 0 if the host cannot tell (every token then looks
 /// expired or not yet valid: failing closed).
 pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .and_then(|d| u64::try_from(d.as_millis()).ok())
-        .unwrap_or(0)
+    abi::now_nanos().map_or(0, |n| n / 1_000_000)
 }
 
 /// 16 random bytes from the host (WASI `random_get`, which Envoy implements).
@@ -52,19 +43,36 @@ pub fn random16() -> [u8; 16] {
     bytes
 }
 
-/// Logs, ignoring a failing host (there is nowhere else to report it).
-pub fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
+/// Log levels of the proxy-wasm ABI.
+#[derive(Debug, Clone, Copy)]
+pub enum Level {
+    /// Routine decisions.
+    Info = 2,
+    /// Degraded operation.
+    Warn = 3,
+    /// Failures operators must act on.
+    Error = 4,
 }
 
-/// Every request header, names lower-case as Envoy stores them.
-pub fn request_headers() -> Vec<(String, String)> {
-    hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+/// Logs, ignoring a failing host (there is nowhere else to report it).
+pub fn log(level: Level, message: &str) {
+    let _ = abi::log(level as u32, message);
+}
+
+/// A header map, serialized as the host holds it; [`decoded`] reads it.
+pub fn header_map(map: Map) -> Vec<u8> {
+    abi::header_map(map).unwrap_or_default()
+}
+
+/// The pairs of a serialized header map; empty if the host sent something unreadable (every
+/// interpreted header then looks absent, which the policy answers with 400/401).
+pub fn decoded(wire: &[u8]) -> Vec<Pair<'_>> {
+    headers::decode(wire).unwrap_or_default()
 }
 
 /// The client IP without port, from the `source.address` property.
 pub fn client_addr() -> Option<String> {
-    let raw = hostcalls::get_property(vec!["source", "address"]).ok()??;
+    let raw = abi::property(&["source", "address"]).ok()??;
     let text = String::from_utf8(raw).ok()?;
     let ip = match text.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6).to_owned(),
@@ -73,4 +81,15 @@ pub fn client_addr() -> Option<String> {
             .map_or(text.clone(), |(ip, _)| ip.to_owned()),
     };
     Some(ip)
+}
+
+/// Sends a local reply; logs when the host refuses it (the stream is gone).
+pub fn send_reply(reply: &Reply, request_id: &str) {
+    let headers = headers::encode(&reply.headers);
+    if let Err(status) = abi::send_local_response(reply.status, &headers, &reply.body) {
+        log(
+            Level::Error,
+            &format!("request_id={request_id} cannot send local reply: {status:?}"),
+        );
+    }
 }

@@ -4,11 +4,11 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use edge_policy::headers;
 use edge_policy::jwks::JwkSet;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType};
 
-use crate::host;
+use crate::abi::{self, Buffer, Map};
+use crate::host::{self, Level};
 use crate::http;
 use crate::root::Shared;
 
@@ -53,13 +53,14 @@ pub fn fetch(shared: &mut Shared, issuer: usize, now: u64, unknown_kid: bool) ->
     {
         return false;
     }
-    let headers = vec![
+    let request = headers::encode(&[
         (":method", "GET"),
         (":path", remote.path.as_str()),
         (":authority", remote.authority.as_str()),
         ("accept", "application/json"),
-    ];
-    match hostcalls::dispatch_http_call(&remote.cluster, headers, None, vec![], remote.timeout) {
+    ]);
+    let timeout = u32::try_from(remote.timeout.as_millis()).unwrap_or(u32::MAX);
+    match abi::http_call(&remote.cluster, &request, timeout) {
         Ok(token) => {
             state.in_flight_since = Some(now);
             state.last_attempt_ms = Some(now);
@@ -71,7 +72,7 @@ pub fn fetch(shared: &mut Shared, issuer: usize, now: u64, unknown_kid: bool) ->
             state.next_refresh_ms = now.saturating_add(5_000);
             shared.metrics.count("jwks_fetch.failed");
             host::log(
-                LogLevel::Warn,
+                Level::Warn,
                 &format!("jwks fetch for issuer #{issuer} could not start: {status:?}"),
             );
             false
@@ -112,17 +113,17 @@ pub fn on_response(shared: &Rc<RefCell<Shared>>, token: u32, body_size: usize) {
         let Some(issuer) = s.calls.remove(&token) else {
             return;
         };
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten();
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        let status = abi::header(Map::HttpCallResponseHeaders, ":status")
             .ok()
             .flatten()
             .unwrap_or_default();
-        let parsed = if status.as_deref() == Some("200") {
+        let parsed = if status == b"200" {
+            // `body_size` is the server's; the key set size is ours to bound.
+            let limit = body_size.min(JwkSet::MAX_BYTES.saturating_add(1));
+            let body = abi::buffer(Buffer::HttpCallResponseBody, 0, limit).unwrap_or_default();
             JwkSet::from_slice(&body).map_err(|e| e.to_string())
         } else {
-            Err(format!("status {}", status.unwrap_or_default()))
+            Err(format!("status {}", String::from_utf8_lossy(&status)))
         };
         let (refresh_ms, retry_ms) = s
             .worker
@@ -150,7 +151,7 @@ pub fn on_response(shared: &Rc<RefCell<Shared>>, token: u32, body_size: usize) {
             Err(why) => {
                 s.metrics.count("jwks_fetch.failed");
                 host::log(
-                    LogLevel::Warn,
+                    Level::Warn,
                     &format!("jwks fetch for issuer #{issuer} failed: {why}"),
                 );
                 if let Some(f) = s.fetch.get_mut(issuer) {

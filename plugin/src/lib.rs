@@ -4,6 +4,7 @@
 //! fetching, timers) makes [`http::FilterHttp`] (one per request). Everything they decide
 //! is decided by `edge_policy`; this crate only moves bytes between Envoy and it.
 
+mod abi;
 mod host;
 mod http;
 mod keys;
@@ -16,7 +17,7 @@ proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     // A panic aborts the VM; say so loudly, where operators look, before it does.
     std::panic::set_hook(Box::new(|info| {
-        let _ = proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("edge filter panicked: {info}"));
+        let _ = abi::log(5, &format!("edge filter panicked: {info}"));
     }));
     proxy_wasm::set_root_context(|context_id| Box::new(root::FilterRoot::new(context_id)));
 }}

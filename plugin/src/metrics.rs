@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
+use crate::abi;
 
 /// Counter ids defined so far in this VM.
 #[derive(Default)]
@@ -18,17 +17,14 @@ impl Metrics {
     pub fn count(&mut self, name: &str) {
         let id = match self.ids.get(name) {
             Some(id) => *id,
-            None => {
-                match hostcalls::define_metric(MetricType::Counter, &format!("edge_filter.{name}"))
-                {
-                    Ok(id) => {
-                        self.ids.insert(name.to_owned(), id);
-                        id
-                    }
-                    Err(_) => return,
+            None => match abi::define_counter(&format!("edge_filter.{name}")) {
+                Ok(id) => {
+                    self.ids.insert(name.to_owned(), id);
+                    id
                 }
-            }
+                Err(_) => return,
+            },
         };
-        let _ = hostcalls::increment_metric(id, 1);
+        let _ = abi::increment(id, 1);
     }
 }

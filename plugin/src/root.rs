@@ -5,15 +5,14 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use edge_policy::config::KeySource;
 use edge_policy::{Policy, Worker};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel};
+use proxy_wasm::types::ContextType;
 
-use crate::host::{self, EnvoyStore};
+use crate::abi::{self, Buffer};
+use crate::host::{self, EnvoyStore, Level};
 use crate::http::{self, FilterHttp, HttpState};
 use crate::keys::{self, FetchState};
 use crate::metrics::Metrics;
@@ -60,9 +59,8 @@ impl FilterRoot {
     }
 
     fn configure(&self) -> Result<(), String> {
-        let text = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .map_err(|s| format!("cannot read the plugin configuration: {s:?}"))?
-            .unwrap_or_default();
+        let text = abi::buffer(Buffer::PluginConfiguration, 0, usize::MAX)
+            .map_err(|s| format!("cannot read the plugin configuration: {s:?}"))?;
         let policy = Policy::from_json(&text).map_err(|e| e.to_string())?;
         let hmac_key = match &policy.identity_key {
             KeySource::Inline(key) => key.clone(),
@@ -96,12 +94,8 @@ impl FilterRoot {
         shared.worker = Some(worker);
         shared.fetch = fetch;
         // The timer drives scheduled key refreshes and the bound on requests waiting for keys.
-        let period = if remote {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(5)
-        };
-        hostcalls::set_tick_period(period)
+        let period_ms = if remote { 200 } else { 5_000 };
+        abi::set_tick_period_ms(period_ms)
             .map_err(|s| format!("cannot set the tick period: {s:?}"))?;
         Ok(())
     }
@@ -125,7 +119,7 @@ impl RootContext for FilterRoot {
             Ok(()) => true,
             Err(message) => {
                 // One line naming the field; Envoy then refuses the configuration.
-                host::log(LogLevel::Error, &message);
+                host::log(Level::Error, &message);
                 false
             }
         }

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::cache::TokenCache;
 use crate::config::{IdempotencyMode, Policy, RawOrgSource, Unmatched};
+use crate::headers::{self, Pair};
 use crate::idempotency::{self, Begin, Claim, Records, StoredResponse};
 use crate::jwks::JwkSet;
 use crate::jwt::Verified;
@@ -21,6 +22,14 @@ use crate::route::Route;
 mod auth;
 use crate::store::{SharedStore, StoreError};
 use auth::Auth;
+
+/// The filter-state name (Envoy: `wasm.edge_identity`) of the signed identity. A filter
+/// cannot change request headers once it has let them continue, and the identity is signed
+/// only after the body is read, so the route adds the header from this state:
+/// `x-edge-identity: %FILTER_STATE(wasm.edge_identity:PLAIN)%`.
+pub const IDENTITY_STATE: &str = "edge_identity";
+/// The filter-state name of the identity's signature (`x-edge-signature`).
+pub const SIGNATURE_STATE: &str = "edge_signature";
 
 /// What the host provides to one decision.
 pub struct Host<'a> {
@@ -38,30 +47,62 @@ impl Host<'_> {
     }
 }
 
-/// A request as seen at its headers.
+/// A request as seen at its headers, as the bytes Envoy holds: nothing is assumed to be
+/// UTF-8 until the rule that reads it says so (see [`crate::headers`]).
 #[derive(Debug, Clone)]
 pub struct RequestHead<'a> {
-    /// Method.
-    pub method: &'a str,
-    /// Path with query.
-    pub path: &'a str,
-    /// Every header, lower-case names, repeated headers repeated.
-    pub headers: &'a [(String, String)],
+    /// `:method`.
+    pub method: &'a [u8],
+    /// `:path`, query included.
+    pub path: &'a [u8],
+    /// Every header, repeated headers repeated (pseudo-headers may be included).
+    pub headers: &'a [Pair<'a>],
     /// Client IP (without port), when known.
     pub client_addr: Option<&'a str>,
+    /// Whether a body (or trailers) follows the headers.
+    pub has_body: bool,
 }
 
-impl RequestHead<'_> {
-    fn values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+impl<'a> RequestHead<'a> {
+    fn values(&self, name: &str) -> Vec<&'a [u8]> {
+        headers::values(self.headers, name)
     }
 
-    fn instance(&self) -> &str {
-        self.path.split(['?', '#']).next().unwrap_or(self.path)
+    /// The values of an interpreted header as text; `Err` when one is not ASCII text.
+    fn text_values(&self, name: &str) -> Result<Vec<&'a str>, ()> {
+        self.values(name)
+            .into_iter()
+            .map(|v| headers::ascii_text(v).ok_or(()))
+            .collect()
+    }
+}
+
+/// The request line, once known to be text: the path without query or fragment (what
+/// routes match) and the path as forwarded.
+struct Target<'a> {
+    method: &'a str,
+    path: &'a str,
+    instance: &'a str,
+}
+
+impl<'a> Target<'a> {
+    /// `None` when the method is not an RFC 9110 token or the path not visible ASCII.
+    fn of(req: &RequestHead<'a>) -> Option<Self> {
+        let method = std::str::from_utf8(req.method).ok()?;
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if method.is_empty() || !method.bytes().all(token) {
+            return None;
+        }
+        let path = std::str::from_utf8(req.path).ok()?;
+        if path.is_empty() || !path.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let instance = path.split(['?', '#']).next().unwrap_or(path);
+        Some(Self {
+            method,
+            path,
+            instance,
+        })
     }
 }
 
@@ -92,6 +133,10 @@ pub struct Pending {
     pub remove_headers: Vec<String>,
     /// Request headers to set before forwarding.
     pub set_headers: Vec<(String, String)>,
+    /// The signed identity, as filter state the route turns into the
+    /// [`gateway_identity::IDENTITY_HEADER`] and [`gateway_identity::SIGNATURE_HEADER`]
+    /// headers (see [`IDENTITY_STATE`]).
+    pub forward_state: Vec<(&'static str, String)>,
     /// Headers to add to the response.
     pub response_headers: Vec<(String, String)>,
     /// Whether the body must be read before forwarding.
@@ -99,6 +144,7 @@ pub struct Pending {
     /// Stats reason of the decision so far.
     pub reason: &'static str,
     method: String,
+    path: String,
     route: Option<usize>,
     verified: Option<Verified>,
     idempotency_key: Option<String>,
@@ -204,10 +250,12 @@ impl Worker {
         may_wait: bool,
         pending: &mut Pending,
     ) -> Step {
-        pending.instance = req.instance().to_owned();
-        pending.method = req.method.to_owned();
-        let ids = req.values(request_id::HEADER);
-        match request_id::decide(&ids, &mut *host.random) {
+        // The request ID first: every reply below carries it.
+        let decided = match req.text_values(request_id::HEADER) {
+            Ok(ids) => request_id::decide(&ids, &mut *host.random),
+            Err(()) => Err(request_id::RequestIdError::NotUuid),
+        };
+        match decided {
             Ok(id) => pending.request_id = id,
             Err(e) => {
                 let random = (host.random)();
@@ -215,13 +263,33 @@ impl Worker {
                 return pending.reject(catalogue::bad_request_id(e.detail()));
             }
         }
+        let Some(target) = Target::of(req) else {
+            return pending.reject(catalogue::bad_request_target());
+        };
+        pending.instance = target.instance.to_owned();
+        pending.method = target.method.to_owned();
+        pending.path = target.path.to_owned();
+        for name in headers::INTERPRETED {
+            if req.text_values(name).is_err() {
+                return pending.reject(catalogue::bad_header(name));
+            }
+        }
         let policy = Arc::clone(&self.policy);
         let route_index = policy
             .routes
             .iter()
-            .position(|r| r.method == req.method && r.path.matches(req.instance()));
+            .position(|r| r.method == target.method && r.path.matches(target.instance));
         if route_index.is_none() && policy.unmatched == Unmatched::Reject {
-            return pending.reject(catalogue::no_route());
+            let allowed: Vec<&str> = policy
+                .routes
+                .iter()
+                .filter(|r| r.path.matches(target.instance))
+                .map(|r| r.method.as_str())
+                .collect();
+            if allowed.is_empty() {
+                return pending.reject(catalogue::no_route());
+            }
+            return pending.reject(catalogue::method_not_allowed(&allowed));
         }
         pending.route = route_index;
         let route = route_index.and_then(|i| policy.routes.iter().nth(i));
@@ -276,7 +344,9 @@ impl Worker {
                 }
             }
             if route.idempotency != IdempotencyMode::Off {
-                match idempotency::parse_key(&req.values(idempotency::HEADER)) {
+                // INTERPRETED covers the header, so its values are text here.
+                let values = req.text_values(idempotency::HEADER).unwrap_or_default();
+                match idempotency::parse_key(&values) {
                     Ok(None) if route.idempotency == IdempotencyMode::Required => {
                         return pending.reject(catalogue::bad_idempotency_key(
                             "Idempotency-Key is required on this endpoint",
@@ -286,39 +356,60 @@ impl Worker {
                     Err(why) => return pending.reject(catalogue::bad_idempotency_key(why)),
                 }
             }
-            // Without a key, an optional-idempotency route has nothing to read the body for.
             pending.needs_body = matches!(route.org, Some(RawOrgSource::BodyField(_)))
                 || pending.idempotency_key.is_some();
         }
+        // The signed identity covers the body, so a request with one is signed once it is read.
+        pending.needs_body |= req.has_body;
+        // The bearer token stops here: the backend gets the signed identity only.
+        // The client's copies of the identity headers are dropped here; the signed ones are
+        // added by the route from `forward_state`.
+        pending.remove_headers = std::iter::once("authorization")
+            .chain(FORWARDED_HEADERS)
+            .map(str::to_owned)
+            .collect();
+        pending.set_headers = vec![(request_id::HEADER.to_owned(), pending.request_id.clone())];
+        pending.verified = Some(verified);
+        pending.reason = "allowed";
+        if !pending.needs_body {
+            self.sign(pending, &[], host);
+        }
+        Step::Forward
+    }
 
+    /// Decides once the whole body is read (only when [`Pending::needs_body`]), then signs
+    /// the identity over it.
+    pub fn on_body(&mut self, body: &[u8], host: &mut Host<'_>, pending: &mut Pending) -> Step {
+        let step = self.check_body(body, host, pending);
+        if matches!(step, Step::Forward) {
+            self.sign(pending, body, host);
+        }
+        step
+    }
+
+    /// The headers that forward the verified identity, bound to this request and its body.
+    fn sign(&self, pending: &mut Pending, body: &[u8], host: &mut Host<'_>) {
+        let Some(verified) = pending.verified.as_ref() else {
+            return;
+        };
+        // TODO(merge wt-a): bind body and nonce once the identity crate takes them.
+        let _ = (body, &mut *host.random);
         let signed = self.signer.sign(
             &verified.identity,
             &Request {
                 request_id: &pending.request_id,
-                method: req.method,
-                path: req.path,
+                method: &pending.method,
+                path: &pending.path,
             },
             host.now_ms / 1000,
         );
-        pending.remove_headers = FORWARDED_HEADERS.iter().map(|h| (*h).to_owned()).collect();
-        pending.set_headers = vec![
-            (request_id::HEADER.to_owned(), pending.request_id.clone()),
-            (
-                gateway_identity::IDENTITY_HEADER.to_owned(),
-                signed.identity,
-            ),
-            (
-                gateway_identity::SIGNATURE_HEADER.to_owned(),
-                signed.signature,
-            ),
+        pending.forward_state = vec![
+            (IDENTITY_STATE, signed.identity),
+            (SIGNATURE_STATE, signed.signature),
         ];
-        pending.verified = Some(verified);
-        pending.reason = "allowed";
-        Step::Forward
     }
 
-    /// Decides once the whole body is read (only when [`Pending::needs_body`]).
-    pub fn on_body(&mut self, body: &[u8], host: &mut Host<'_>, pending: &mut Pending) -> Step {
+    fn check_body(&mut self, body: &[u8], host: &mut Host<'_>, pending: &mut Pending) -> Step {
         let policy = Arc::clone(&self.policy);
         if body.len() > policy.limits.max_body_bytes {
             return pending.reject(catalogue::too_large(policy.limits.max_body_bytes));
@@ -388,6 +479,15 @@ impl Worker {
         Step::Forward
     }
 
+    /// A 503 for a request the gateway cannot carry on with (a host facility failed).
+    pub fn unavailable(&self, pending: &Pending, reason: &'static str) -> Reply {
+        pending.reply(catalogue::unavailable(
+            reason,
+            "the gateway cannot process this request right now; retry shortly",
+            1,
+        ))
+    }
+
     /// The 413 for a body that grew past the limit while being buffered.
     pub fn body_too_large(&self, pending: &Pending) -> Reply {
         pending.reply(catalogue::too_large(self.policy.limits.max_body_bytes))
@@ -420,8 +520,10 @@ impl Worker {
         };
         match body {
             // Server errors, gateway-generated ones included (unreachable backend, timeout),
-            // are safe to retry: release the key rather than replay a failure.
-            Some(body) if status < 500 => {
+            // are safe to retry, and so are the backend's own transient answers (its 409
+            // while another replica holds the key, its 429): release the key rather than
+            // replay a temporary state for a day.
+            Some(body) if status < 500 && !idempotency::is_transient(status) => {
                 let headers = headers
                     .iter()
                     .filter(|(n, _)| idempotency::replayable_header(n))

@@ -50,6 +50,12 @@ pub fn parse_key(values: &[&str]) -> Result<Option<String>, &'static str> {
     Ok(Some(inner.to_owned()))
 }
 
+/// Whether a response only describes a passing state (a conflicting request in flight, a
+/// rate limit), so the key is released for a retry instead of storing it for replay.
+pub fn is_transient(status: u16) -> bool {
+    matches!(status, 409 | 429)
+}
+
 /// What the request's fingerprint is: method, path and body, hashed.
 pub fn payload_hash(method: &str, path: &str, body: &[u8]) -> [u8; 16] {
     let d = digest(&[method.as_bytes(), path.as_bytes(), body]);

@@ -86,6 +86,8 @@ pub enum JwksError {
     },
     /// No usable key at all.
     Empty,
+    /// Larger than [`JwkSet::MAX_BYTES`].
+    TooLarge,
 }
 
 impl fmt::Display for JwksError {
@@ -94,6 +96,7 @@ impl fmt::Display for JwksError {
             Self::NotAKeySet => f.write_str("not a JWKS document ({\"keys\": [...]})"),
             Self::BadKey { index, reason } => write!(f, "keys[{index}]: {reason}"),
             Self::Empty => f.write_str("contains no signature verification key"),
+            Self::TooLarge => write!(f, "larger than {} bytes", JwkSet::MAX_BYTES),
         }
     }
 }
@@ -101,10 +104,17 @@ impl fmt::Display for JwksError {
 impl std::error::Error for JwksError {}
 
 impl JwkSet {
+    /// Largest fetched key set read. Identity providers publish a few keys (a few KiB); the
+    /// bound keeps a misbehaving key server from costing the VM memory.
+    pub const MAX_BYTES: usize = 256 * 1024;
+
     /// Parses a JWKS document fetched from an issuer. Keys this filter cannot use (other
     /// algorithms, key types or sizes) are skipped rather than failing the whole set: an
     /// identity provider may publish keys for other consumers. At least one must be usable.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, JwksError> {
+        if bytes.len() > Self::MAX_BYTES {
+            return Err(JwksError::TooLarge);
+        }
         let doc: Value = serde_json::from_slice(bytes).map_err(|_| JwksError::NotAKeySet)?;
         Self::parse(&doc, false)
     }

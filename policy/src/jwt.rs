@@ -104,6 +104,9 @@ pub enum TokenError {
     LifetimeTooLong,
     /// `aud` does not intersect the configured audiences.
     WrongAudience,
+    /// The header lists critical extensions (`crit`), none of which this filter
+    /// implements (RFC 7515 §4.1.11: such a token must be refused).
+    CriticalExtension,
 }
 
 impl TokenError {
@@ -123,6 +126,7 @@ impl TokenError {
             Self::NotYetValid => "not_yet_valid",
             Self::LifetimeTooLong => "lifetime_too_long",
             Self::WrongAudience => "wrong_audience",
+            Self::CriticalExtension => "crit_not_understood",
         }
     }
 }
@@ -147,6 +151,9 @@ impl fmt::Display for TokenError {
                 f.write_str("the token's lifetime exceeds the allowed maximum")
             }
             Self::WrongAudience => f.write_str("the token is not meant for this API (aud)"),
+            Self::CriticalExtension => f.write_str(
+                "the token requires header extensions (crit) this gateway does not implement",
+            ),
         }
     }
 }
@@ -173,10 +180,18 @@ pub struct Verifier<'a> {
     pub max_token_bytes: usize,
 }
 
+/// Header parameters jwt-compact leaves to the application. Only their presence matters:
+/// this filter implements no JWS extension, so any `crit` refuses the token.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+struct HeaderExtensions {
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
+
 /// The header and unverified claims of a token, read before any key is chosen.
 #[derive(Debug)]
 pub struct Peeked<'t> {
-    token: UntrustedToken<'t>,
+    token: UntrustedToken<'t, HeaderExtensions>,
     alg: Alg,
     /// Index of the issuer the token claims.
     pub issuer: usize,
@@ -191,7 +206,11 @@ impl<'a> Verifier<'a> {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
-        let untrusted = UntrustedToken::new(token).map_err(|_| TokenError::Malformed)?;
+        let untrusted = UntrustedToken::<HeaderExtensions>::try_from(token)
+            .map_err(|_| TokenError::Malformed)?;
+        if untrusted.header().other_fields.crit.is_some() {
+            return Err(TokenError::CriticalExtension);
+        }
         let alg = Alg::from_name(untrusted.algorithm()).ok_or(TokenError::AlgorithmNotAllowed)?;
         let unchecked: Claims<Map<String, Value>> = untrusted
             .deserialize_claims_unchecked()
@@ -245,7 +264,11 @@ impl<'a> Verifier<'a> {
 
 type AnyClaims = Claims<Map<String, Value>>;
 
-fn check_signature(token: &UntrustedToken<'_>, alg: Alg, key: &VerifyingKey) -> Option<AnyClaims> {
+fn check_signature(
+    token: &UntrustedToken<'_, HeaderExtensions>,
+    alg: Alg,
+    key: &VerifyingKey,
+) -> Option<AnyClaims> {
     let result = match (alg, key) {
         (Alg::HS256, VerifyingKey::Hmac(k)) => Hs256.validator(&Hs256Key::new(k)).validate(token),
         (Alg::HS384, VerifyingKey::Hmac(k)) => Hs384.validator(&Hs384Key::new(k)).validate(token),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod duration;
 pub mod gate;
 pub mod hash;
+pub mod headers;
 pub mod idempotency;
 pub mod jwks;
 pub mod jwt;

@@ -138,6 +138,55 @@ pub mod catalogue {
         .with_error("#/headers/x-request-id", detail)
     }
 
+    /// 400 for a request line the edge cannot read as text: a method that is not an
+    /// RFC 9110 token, a path with bytes outside visible ASCII.
+    pub fn bad_request_target() -> Problem {
+        Problem::new(
+            400,
+            "invalid-request",
+            "Invalid request",
+            "bad_request_target",
+            "the method must be an HTTP token and the path visible ASCII (percent-encode other bytes)",
+        )
+    }
+
+    /// 400 (401 for `authorization`) for an interpreted header whose value is not ASCII
+    /// text (see `headers::INTERPRETED`).
+    pub fn bad_header(name: &str) -> Problem {
+        let detail = format!("the {name} header must be ASCII text");
+        if name == "authorization" {
+            return bad_authorization(&detail);
+        }
+        let problem = match name {
+            "x-request-id" => return bad_request_id(&detail),
+            "idempotency-key" => return bad_idempotency_key(&detail),
+            _ => Problem::new(
+                400,
+                "invalid-header",
+                "Invalid header",
+                "bad_header",
+                detail.clone(),
+            ),
+        };
+        problem.with_error(format!("#/headers/{name}"), detail)
+    }
+
+    /// 405 for a path a route serves with other methods (when unmatched requests are
+    /// rejected), with `Allow` listing them.
+    pub fn method_not_allowed(allowed: &[&str]) -> Problem {
+        let mut methods: Vec<&str> = allowed.to_vec();
+        methods.sort_unstable();
+        methods.dedup();
+        Problem::new(
+            405,
+            "method-not-allowed",
+            "Method not allowed",
+            "method_not_allowed",
+            format!("this resource accepts {}", methods.join(", ")),
+        )
+        .with_header("allow", methods.join(", "))
+    }
+
     /// 401 without credentials (RFC 6750 §3.1: no error code when none was sent).
     pub fn missing_token() -> Problem {
         Problem::new(

@@ -47,6 +47,11 @@ impl Keys {
         }
     }
 
+    /// The shared secret behind the `hmac` key.
+    pub fn hmac_secret(&self) -> &[u8] {
+        &self.hmac
+    }
+
     /// The public JWKS (and the HMAC secret as an `oct` key), kids as in [`KIDS`].
     pub fn jwks(&self) -> Value {
         json!({"keys": [self.jwk("hmac"), self.jwk("rsa"), self.jwk("p256"), self.jwk("ed")]})
@@ -140,6 +145,17 @@ pub fn forge_none(claims: &Value) -> String {
 /// An HS256 token whose HMAC key is `key` (e.g. a public key's bytes).
 pub fn forge_hs256(key: &[u8], kid: Option<&str>, claims: &Value) -> String {
     let input = signing_input("HS256", kid, claims);
+    let sig = Hs256.sign(&Hs256Key::new(key), input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_bytes()))
+}
+
+/// An HS256 token with exactly `header` (e.g. one with `crit`), signed with `key`.
+pub fn forge_hs256_with_header(key: &[u8], header: &Value, claims: &Value) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
     let sig = Hs256.sign(&Hs256Key::new(key), input.as_bytes());
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_bytes()))
 }

@@ -97,15 +97,27 @@ impl Fixture {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> (Outcome, Pending) {
-        let headers: Vec<(String, String)> = headers
+        let headers: Vec<(&[u8], &[u8])> = headers
             .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
             .collect();
+        self.run_raw(method.as_bytes(), path.as_bytes(), &headers, body)
+    }
+
+    /// [`Fixture::run`] with every part as bytes, as Envoy hands them over.
+    fn run_raw(
+        &mut self,
+        method: &[u8],
+        path: &[u8],
+        headers: &[(&[u8], &[u8])],
+        body: &[u8],
+    ) -> (Outcome, Pending) {
         let req = RequestHead {
             method,
             path,
-            headers: &headers,
+            headers,
             client_addr: Some("192.0.2.7"),
+            has_body: !body.is_empty(),
         };
         self.counter = self.counter.wrapping_add(1);
         let c = self.counter;
@@ -355,7 +367,7 @@ fn authorization_header_forms() {
         (
             vec![("authorization", format!("Bearer {t}\u{1}"))],
             401,
-            "token_malformed",
+            "bad_authorization",
         ),
     ];
     for (headers, status, reason) in cases {
@@ -381,11 +393,22 @@ fn request_ids_and_identity_headers() {
     );
     assert_eq!(got.status, 200);
     assert_eq!(p.request_id, RID);
-    assert!(
-        p.remove_headers.iter().any(|h| h == "x-edge-identity")
-            && p.remove_headers.iter().any(|h| h == "x-edge-signature")
+    // The bearer token stops at the edge, the client's identity headers are dropped, and the
+    // signed identity goes out as filter state the route turns into headers.
+    assert_eq!(
+        p.remove_headers,
+        ["authorization", "x-edge-identity", "x-edge-signature"]
     );
-    let set: std::collections::HashMap<_, _> = p.set_headers.iter().cloned().collect();
+    let mut set: std::collections::HashMap<String, String> =
+        p.set_headers.iter().cloned().collect();
+    for (key, value) in &p.forward_state {
+        let header = match *key {
+            edge_policy::gate::IDENTITY_STATE => "x-edge-identity",
+            edge_policy::gate::SIGNATURE_STATE => "x-edge-signature",
+            other => panic!("unexpected state {other}"),
+        };
+        set.insert(header.to_owned(), value.clone());
+    }
     assert_eq!(set["x-request-id"], RID);
     let verifier = gateway_identity_verifier();
     let id = verifier
@@ -645,15 +668,16 @@ fn idempotent_retries_at_the_edge() {
         )
         .unwrap();
 
-    let headers: Vec<(String, String)> = h
+    let headers: Vec<(&[u8], &[u8])> = h
         .iter()
-        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
         .collect();
     let req = RequestHead {
-        method: "POST",
-        path: "/api/workspaces",
+        method: b"POST",
+        path: b"/api/workspaces",
         headers: &headers,
         client_addr: None,
+        has_body: true,
     };
     let mut random = || [10u8; 16];
     let mut host = Host {
@@ -796,12 +820,14 @@ fn remote_keys_make_requests_wait_then_decide() {
         c
     };
     let run = |f: &mut Fixture, token: &str, may_wait: bool| {
-        let headers = vec![("authorization".to_owned(), bearer(token))];
+        let auth = bearer(token);
+        let headers: Vec<(&[u8], &[u8])> = vec![(b"authorization", auth.as_bytes())];
         let req = RequestHead {
-            method: "GET",
-            path: "/api/workspaces/w",
+            method: b"GET",
+            path: b"/api/workspaces/w",
             headers: &headers,
             client_addr: None,
+            has_body: false,
         };
         let mut random = || [1u8; 16];
         let mut host = Host {
@@ -855,4 +881,125 @@ fn remote_keys_make_requests_wait_then_decide() {
         (404, "no_route"),
         "unmatched: reject"
     );
+}
+
+/// Bytes a client can send that are not UTF-8 (or not text): an interpreted header gets its
+/// documented problem, any other header passes untouched.
+#[test]
+fn header_bytes_are_decided_as_bytes() {
+    let mut f = Fixture::new();
+    let auth = bearer(&f.token(Alg::EdDSA, json!({})));
+    let body = br#"{"orgId":"org-1","name":"a"}"#;
+    let cases: Vec<(&[u8], &[u8], u16, &str)> = vec![
+        (b"x-note", b"caf\xe9", 200, "allowed"),
+        (b"x-note", b"\xff\xfe\x80", 200, "allowed"),
+        (b"user-agent", b"\xc3\x28", 200, "allowed"),
+        (b"x-request-id", b"caf\xe9", 400, "bad_request_id"),
+        (b"idempotency-key", b"k\xe9", 400, "bad_idempotency_key"),
+        (b"content-type", b"application/json\xff", 400, "bad_header"),
+        (b"accept-language", b"fr-\xe9", 400, "bad_header"),
+        (b"accept-language", b"fr\x01", 400, "bad_header"),
+    ];
+    for (name, value, status, reason) in cases {
+        let headers: Vec<(&[u8], &[u8])> = vec![(b"authorization", auth.as_bytes()), (name, value)];
+        let (got, _) = f.run_raw(b"POST", b"/api/workspaces", &headers, body);
+        assert_eq!(
+            (got.status, got.reason),
+            (status, reason),
+            "{}: {:?}",
+            String::from_utf8_lossy(name),
+            value
+        );
+    }
+    let (got, _) = f.run_raw(
+        b"GET",
+        b"/api/workspaces/w-1",
+        &[(b"authorization", b"Bearer \xe9\xe9")],
+        b"",
+    );
+    assert_eq!((got.status, got.reason), (401, "bad_authorization"));
+    for (method, path) in [
+        (b"GET".as_slice(), b"/api/workspaces/caf\xe9".as_slice()),
+        (b"GET", b"/api/workspaces/a b"),
+        (b"G\xc9T", b"/api/workspaces/w-1"),
+        (b"", b"/api/workspaces/w-1"),
+        (b"GET", b""),
+    ] {
+        let (got, _) = f.run_raw(method, path, &[(b"authorization", auth.as_bytes())], b"");
+        assert_eq!((got.status, got.reason), (400, "bad_request_target"));
+    }
+}
+
+#[test]
+fn unmatched_requests_are_refused_with_the_right_status() {
+    let mut f = Fixture::with(|c| c["unmatched"] = json!("reject"));
+    let auth = bearer(&f.token(Alg::EdDSA, json!({})));
+    let h = [("authorization", auth.as_str())];
+    let cases = [
+        ("DELETE", "/api/workspaces/w-1", 405, "method_not_allowed"),
+        ("post", "/api/workspaces", 405, "method_not_allowed"),
+        ("QUERY", "/api/workspaces", 405, "method_not_allowed"),
+        ("GET", "/api/elsewhere", 404, "no_route"),
+        ("GET", "/api/workspaces/w-1", 200, "allowed"),
+    ];
+    for (method, path, status, reason) in cases {
+        let (got, _) = f.run(method, path, &h, b"");
+        assert_eq!(
+            (got.status, got.reason),
+            (status, reason),
+            "{method} {path}"
+        );
+    }
+}
+
+#[test]
+fn tokens_with_critical_extensions_are_refused() {
+    let mut f = Fixture::new();
+    let claims = testkit::claims("test-iss", "workspace-api", "u-alice", NOW);
+    let header = json!({"alg": "HS256", "kid": "hmac", "crit": ["exp-ext"], "exp-ext": 1});
+    let token = testkit::forge_hs256_with_header(f.keys.hmac_secret(), &header, &claims);
+    // The same token without `crit` passes: only the extension is refused.
+    let plain = json!({"alg": "HS256", "kid": "hmac"});
+    let ok = testkit::forge_hs256_with_header(f.keys.hmac_secret(), &plain, &claims);
+    let (got, _) = f.run(
+        "GET",
+        "/api/workspaces/w-1",
+        &[("authorization", &bearer(&ok))],
+        b"",
+    );
+    assert_eq!(got.status, 200);
+    let (got, _) = f.run(
+        "GET",
+        "/api/workspaces/w-1",
+        &[("authorization", &bearer(&token))],
+        b"",
+    );
+    assert_eq!((got.status, got.reason), (401, "crit_not_understood"));
+}
+
+#[test]
+fn a_transient_backend_answer_releases_the_key() {
+    let mut f = Fixture::new();
+    let auth = bearer(&f.token(Alg::EdDSA, json!({})));
+    let body = br#"{"orgId":"org-1","name":"a"}"#;
+    for status in [409, 429] {
+        let key = format!("k-{status}");
+        let h = [("authorization", auth.as_str()), ("idempotency-key", &key)];
+        let (_, mut p) = f.run("POST", "/api/workspaces", &h, body);
+        let mut random = || [12u8; 16];
+        let host = Host {
+            store: &f.store,
+            now_ms: NOW as u64 * 1000,
+            random: &mut random,
+        };
+        f.worker
+            .finish(&mut p, status, &[], Some(b"{}"), &host)
+            .unwrap();
+        let (got, retry) = f.run("POST", "/api/workspaces", &h, body);
+        assert_eq!(got.status, 200, "after a {status}");
+        assert!(
+            retry.holds_claim(),
+            "after a {status} the retry is processed anew"
+        );
+    }
 }

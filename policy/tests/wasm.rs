@@ -39,12 +39,14 @@ fn worker(keys: &Keys) -> Worker {
 }
 
 fn decide(w: &mut Worker, store: &MemoryStore, token: &str, body: &[u8]) -> u16 {
-    let headers = vec![("authorization".to_owned(), format!("Bearer {token}"))];
+    let auth = format!("Bearer {token}");
+    let headers: Vec<(&[u8], &[u8])> = vec![(b"authorization", auth.as_bytes())];
     let req = RequestHead {
-        method: "POST",
-        path: "/api/workspaces",
+        method: b"POST",
+        path: b"/api/workspaces",
         headers: &headers,
         client_addr: Some("10.0.0.1"),
+        has_body: true,
     };
     let mut random = || [3u8; 16];
     let mut host = Host {

@@ -24,7 +24,9 @@ impl Worker {
         host: &mut Host<'_>,
         may_wait: bool,
     ) -> Result<Verified, Auth> {
-        let token = match bearer(&req.values("authorization")) {
+        // `on_headers` refused a non-ASCII Authorization value before this point.
+        let values = req.text_values("authorization").unwrap_or_default();
+        let token = match bearer(&values) {
             Ok(t) => t,
             Err(p) => return Err(self.failed(req, host, *p)),
         };
