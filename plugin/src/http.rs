@@ -286,6 +286,7 @@ impl Context for FilterHttp {
 
 impl HttpContext for FilterHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        crate::trap::check();
         self.state.borrow_mut().headers_eos = end_of_stream;
         run_headers(&self.shared, &self.state, self.id, true, false)
     }

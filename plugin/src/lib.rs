@@ -9,6 +9,7 @@ mod http;
 mod keys;
 mod metrics;
 mod root;
+mod trap;
 
 use proxy_wasm::types::LogLevel;
 
