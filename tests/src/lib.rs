@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+pub mod raw;
+
 pub use xtask::stack::{Stack, StackOptions};
 pub use xtask::token::{dev_token, TokenSpec, DEV_AUDIENCE, DEV_ISSUER};
 
