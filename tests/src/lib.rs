@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+pub mod h2c;
+pub mod hostile;
 pub mod raw;
 
 pub use xtask::stack::{Stack, StackOptions};

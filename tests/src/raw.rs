@@ -106,7 +106,7 @@ impl RawResponse {
     pub fn summary(&self) -> String {
         let body = String::from_utf8_lossy(&self.body);
         let cut: String = body.chars().take(200).collect();
-        format!("{} {cut}", self.status)
+        format!("{} {cut}", self.status).trim_end().to_owned()
     }
 }
 
@@ -192,8 +192,20 @@ impl RawConn {
 
     /// Sends `request` and reads one response.
     pub fn exchange(&mut self, request: &[u8]) -> Result<RawResponse, RawError> {
-        self.send(request)?;
-        self.read_response()
+        if request.len() <= 64 * 1024 {
+            self.send(request)?;
+            return self.read_response();
+        }
+        // A peer may answer a large request (413, 431) before reading it whole and then stop
+        // reading: write from a second thread so that the answer is read meanwhile.
+        let mut writer = self.stream.try_clone()?;
+        std::thread::scope(|s| {
+            let sending = s.spawn(move || writer.write_all(request));
+            let response = self.read_response();
+            // A write cut short by the peer's answer is the point, not a failure.
+            let _ = sending.join();
+            response
+        })
     }
 
     /// Reads the next final response (skipping `1xx`), within the timeout.
