@@ -315,6 +315,7 @@ impl FilterHttp {
 
 impl HttpContext for FilterHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        crate::trap::check();
         self.state.borrow_mut().headers_eos = end_of_stream;
         decide_headers(&self.shared, &self.state, self.id, false)
     }

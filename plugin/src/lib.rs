@@ -10,6 +10,7 @@ mod http;
 mod keys;
 mod metrics;
 mod root;
+mod trap;
 
 use proxy_wasm::types::LogLevel;
 

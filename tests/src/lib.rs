@@ -11,6 +11,10 @@
 
 use std::time::Duration;
 
+pub mod h2c;
+pub mod hostile;
+pub mod raw;
+
 pub use xtask::stack::{Stack, StackOptions};
 pub use xtask::token::{dev_token, TokenSpec, DEV_AUDIENCE, DEV_ISSUER};
 

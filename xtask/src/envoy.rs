@@ -5,6 +5,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -212,6 +213,36 @@ fn named_mut<'a>(config: &'a mut Value, list: &str, name: &str) -> Option<&'a mu
         .as_array_mut()?
         .iter_mut()
         .find(|v| v["name"] == name)
+}
+
+/// The first Wasm HTTP filter's plugin configuration (its `typed_config.config`: name, VM,
+/// failure policy, the filter's own configuration), wherever it sits in `config`.
+pub fn wasm_plugin(config: &Value) -> Option<&Value> {
+    fn find(value: &Value) -> Option<&Value> {
+        if value.get("@type").and_then(Value::as_str) == Some(WASM_FILTER_TYPE) {
+            return Some(value);
+        }
+        match value {
+            Value::Object(map) => map.values().find_map(find),
+            Value::Array(items) => items.iter().find_map(find),
+            _ => None,
+        }
+    }
+    find(config)?.get("config")
+}
+
+/// How long Envoy waits, at least, before it replaces a failed VM of `plugin` (a
+/// [`wasm_plugin`]): `reload_config.backoff.base_interval`, 1 s when unset as in Envoy. The
+/// actual wait is jittered up to 1.5 times that, counted from the VM's last load. `None`
+/// when the interval is not a proto-JSON duration (`"1s"`, `"0.500s"`).
+pub fn reload_base_interval(plugin: &Value) -> Option<Duration> {
+    match plugin.pointer("/reload_config/backoff/base_interval") {
+        None => Some(Duration::from_secs(1)),
+        Some(v) => {
+            let secs: f64 = v.as_str()?.strip_suffix('s')?.parse().ok()?;
+            Duration::try_from_secs_f64(secs).ok()
+        }
+    }
 }
 
 /// The first wasm HTTP filter's `typed_config`, wherever it sits.

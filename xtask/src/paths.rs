@@ -21,6 +21,19 @@ pub fn filter_wasm() -> PathBuf {
     target_dir().join("wasm32-wasip1/release/edge_filter.wasm")
 }
 
+/// The target folder of the filter's `test-trap` build: its own, so that build never
+/// replaces the shipped [`filter_wasm`] (the two differ only in a feature, which Cargo
+/// would otherwise build to the same file).
+pub fn filter_test_trap_target_dir() -> PathBuf {
+    target_dir().join("test-trap")
+}
+
+/// The filter's `test-trap` build: a request with `x-edge-test-trap` traps its VM. For the
+/// recovery tests only.
+pub fn filter_test_trap_wasm() -> PathBuf {
+    filter_test_trap_target_dir().join("wasm32-wasip1/release/edge_filter.wasm")
+}
+
 /// The backend component `spin.toml` names.
 pub fn backend_wasm() -> PathBuf {
     target_dir().join("wasm32-wasip2/release/workspace_backend.wasm")

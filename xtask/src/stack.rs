@@ -54,6 +54,8 @@ pub struct StackOptions {
     pub prefer_spin: bool,
     /// Envoy's `--log-level`.
     pub envoy_log_level: &'static str,
+    /// Which build of the filter Envoy loads (the shipped one unless a test says otherwise).
+    pub filter: artifacts::FilterBuild,
 }
 
 impl Default for StackOptions {
@@ -70,6 +72,7 @@ impl Default for StackOptions {
             state_dir: None,
             prefer_spin: false,
             envoy_log_level: "info",
+            filter: artifacts::FilterBuild::Shipped,
         }
     }
 }
@@ -113,7 +116,7 @@ impl Stack {
     pub fn try_start(options: StackOptions) -> Result<Self> {
         artifacts::build_backend()?;
         let envoy_bin = if options.envoy {
-            artifacts::build_filter()?;
+            options.filter.build()?;
             Some(envoy::ensure_installed()?)
         } else {
             None
@@ -361,7 +364,7 @@ fn start_envoy(
         listen: options.gateway_listen,
         admin: options.admin_listen,
         backend,
-        filter_wasm: paths::filter_wasm(),
+        filter_wasm: options.filter.wasm(),
         filter_config: options.filter_config.clone(),
         extra_clusters: options.extra_clusters.clone(),
     };
