@@ -5,6 +5,9 @@
 //! 0x80-0xFF): either kills the VM. Here each call returns the host's status as an error
 //! and every value as bytes; deciding on them is `edge_policy`'s job.
 //!
+//! (`dispatch_http_call` stays the SDK's: its dispatcher must record the call's token to
+//! deliver the response.)
+//!
 //! Memory the host returns was allocated through the SDK's exported
 //! `proxy_on_memory_allocate` (a `Vec<u8>` of exactly that size), so it is taken back with
 //! `Vec::from_raw_parts(ptr, len, len)`, as the SDK does.
@@ -104,18 +107,6 @@ extern "C" {
         headers: *const u8,
         headers_size: usize,
         grpc_status: i32,
-    ) -> u32;
-    fn proxy_http_call(
-        upstream: *const u8,
-        upstream_size: usize,
-        headers: *const u8,
-        headers_size: usize,
-        body: *const u8,
-        body_size: usize,
-        trailers: *const u8,
-        trailers_size: usize,
-        timeout_ms: u32,
-        token: *mut u32,
     ) -> u32;
     fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_set_property(
@@ -290,28 +281,6 @@ pub fn send_local_response(code: u16, headers: &[u8], body: &[u8]) -> Result<(),
             -1,
         )
     })
-}
-
-/// Starts an HTTP call to `cluster`; returns its token.
-pub fn http_call(cluster: &str, headers: &[u8], timeout_ms: u32) -> Result<u32, Status> {
-    let mut token = 0u32;
-    let no_trailers = edge_policy::headers::encode::<&[u8], &[u8]>(&[]);
-    // SAFETY: pointers and lengths of live slices; `token` outlives the call.
-    status(unsafe {
-        proxy_http_call(
-            cluster.as_ptr(),
-            cluster.len(),
-            headers.as_ptr(),
-            headers.len(),
-            null(),
-            0,
-            no_trailers.as_ptr(),
-            no_trailers.len(),
-            timeout_ms,
-            &mut token,
-        )
-    })?;
-    Ok(token)
 }
 
 /// Makes later host calls act on `context_id`'s stream.

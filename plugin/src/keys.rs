@@ -4,7 +4,6 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use edge_policy::headers;
 use edge_policy::jwks::JwkSet;
 
 use crate::abi::{self, Buffer, Map};
@@ -53,14 +52,22 @@ pub fn fetch(shared: &mut Shared, issuer: usize, now: u64, unknown_kid: bool) ->
     {
         return false;
     }
-    let request = headers::encode(&[
+    let headers = vec![
         (":method", "GET"),
         (":path", remote.path.as_str()),
         (":authority", remote.authority.as_str()),
         ("accept", "application/json"),
-    ]);
-    let timeout = u32::try_from(remote.timeout.as_millis()).unwrap_or(u32::MAX);
-    match abi::http_call(&remote.cluster, &request, timeout) {
+    ];
+    // The SDK's call, not `abi`: its dispatcher must record the token to route the response
+    // back (it panics on a token it does not know). Envoy answers only Ok, BadArgument or
+    // InternalFailure here, which the SDK returns as errors.
+    match proxy_wasm::hostcalls::dispatch_http_call(
+        &remote.cluster,
+        headers,
+        None,
+        vec![],
+        remote.timeout,
+    ) {
         Ok(token) => {
             state.in_flight_since = Some(now);
             state.last_attempt_ms = Some(now);

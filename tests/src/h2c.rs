@@ -19,6 +19,8 @@ pub struct H2Request {
     pub headers: Vec<(String, Vec<u8>)>,
     /// The body (DATA frames), empty for none.
     pub body: Vec<u8>,
+    /// Trailers ending the stream (a HEADERS frame after the body), empty for none.
+    pub trailers: Vec<(String, Vec<u8>)>,
 }
 
 impl H2Request {
@@ -29,7 +31,15 @@ impl H2Request {
             path: path.to_owned(),
             headers: Vec::new(),
             body: Vec::new(),
+            trailers: Vec::new(),
         }
+    }
+
+    /// Adds a trailer: the stream then ends with trailers rather than with the body.
+    pub fn trailer(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.trailers
+            .push((name.to_owned(), value.as_ref().to_vec()));
+        self
     }
 
     /// Adds a header.
@@ -107,12 +117,26 @@ async fn exchange_async(addr: SocketAddr, request: &H2Request) -> Result<RawResp
     let head = builder
         .body(())
         .map_err(|e| H2Error::Other(format!("request: {e}")))?;
-    let no_body = request.body.is_empty();
-    let (response, mut stream) = client.send_request(head, no_body).map_err(from_h2)?;
-    if !no_body {
+    let headers_only = request.body.is_empty() && request.trailers.is_empty();
+    let (response, mut stream) = client.send_request(head, headers_only).map_err(from_h2)?;
+    if !request.body.is_empty() {
         stream
-            .send_data(bytes::Bytes::from(request.body.clone()), true)
+            .send_data(
+                bytes::Bytes::from(request.body.clone()),
+                request.trailers.is_empty(),
+            )
             .map_err(from_h2)?;
+    }
+    if !request.trailers.is_empty() {
+        let mut trailers = ureq::http::HeaderMap::new();
+        for (name, value) in &request.trailers {
+            let name = ureq::http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| H2Error::Other(format!("trailer {name}: {e}")))?;
+            let value = ureq::http::HeaderValue::from_bytes(value)
+                .map_err(|e| H2Error::Other(format!("trailer value: {e}")))?;
+            trailers.append(name, value);
+        }
+        stream.send_trailers(trailers).map_err(from_h2)?;
     }
     let response = response.await.map_err(from_h2)?;
     let status = response.status().as_u16();
