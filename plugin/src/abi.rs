@@ -23,16 +23,16 @@ const NOT_FOUND: u32 = 1;
 /// `proxy_set_shared_data` when the compare-and-swap value is stale.
 pub const CAS_MISMATCH: Status = Status(8);
 
-/// Header maps (proxy-wasm `MapType`).
+/// Header maps (proxy-wasm `MapType`): the request's, the response's, an `http_call` response's.
 #[derive(Debug, Clone, Copy)]
 #[repr(u32)]
 pub enum Map {
     /// The request's headers.
-    RequestHeaders = 0,
+    Request = 0,
     /// The response's headers.
-    ResponseHeaders = 2,
+    Response = 2,
     /// The headers of an `http_call` response.
-    HttpCallResponseHeaders = 6,
+    HttpCallResponse = 6,
 }
 
 /// Buffers (proxy-wasm `BufferType`).

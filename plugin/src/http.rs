@@ -102,7 +102,7 @@ fn decide_headers(
     context_id: u32,
     resumed: bool,
 ) -> Action {
-    let wire = host::header_map(Map::RequestHeaders);
+    let wire = host::header_map(Map::Request);
     let pairs = host::decoded(&wire);
     let client = host::client_addr();
     let mut guard = shared_rc.borrow_mut();
@@ -176,10 +176,10 @@ fn decide_headers(
 /// The request-header changes decided at the headers (only possible until they continue).
 fn apply_header_changes(pending: &Pending) {
     for name in &pending.remove_headers {
-        let _ = abi::remove_header(Map::RequestHeaders, name);
+        let _ = abi::remove_header(Map::Request, name);
     }
     for (name, value) in &pending.set_headers {
-        let _ = abi::set_header(Map::RequestHeaders, name, value.as_bytes());
+        let _ = abi::set_header(Map::Request, name, value.as_bytes());
     }
 }
 
@@ -365,10 +365,10 @@ impl HttpContext for FilterHttp {
             (extra, st.pending.holds_claim())
         };
         for (name, value) in &extra {
-            let _ = abi::set_header(Map::ResponseHeaders, name, value.as_bytes());
+            let _ = abi::set_header(Map::Response, name, value.as_bytes());
         }
         if holds_claim {
-            let wire = host::header_map(Map::ResponseHeaders);
+            let wire = host::header_map(Map::Response);
             let pairs = host::decoded(&wire);
             let status = headers::first(&pairs, ":status")
                 .and_then(|s| std::str::from_utf8(s).ok())

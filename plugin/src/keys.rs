@@ -120,7 +120,7 @@ pub fn on_response(shared: &Rc<RefCell<Shared>>, token: u32, body_size: usize) {
         let Some(issuer) = s.calls.remove(&token) else {
             return;
         };
-        let status = abi::header(Map::HttpCallResponseHeaders, ":status")
+        let status = abi::header(Map::HttpCallResponse, ":status")
             .ok()
             .flatten()
             .unwrap_or_default();
