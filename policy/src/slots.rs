@@ -80,7 +80,8 @@ impl SlotKey {
         if let Some((value, _)) = store.get(SECRET_KEY)? {
             return Self::parse(&value);
         }
-        store.set(PROBE_KEY, b"", None)?;
+        // Not empty: through the proxy-wasm SDK an empty value reads back as absent.
+        store.set(PROBE_KEY, b"probe", None)?;
         let seen = match store.get(PROBE_KEY)? {
             Some((_, cas)) if cas != 0 => cas,
             _ => {
@@ -302,6 +303,31 @@ mod tests {
         assert_eq!(first, SlotKey::new([1; 16]));
         assert_eq!(second, first, "a later worker adopts the stored key");
         assert_eq!(format!("{first:?}"), "SlotKey(<redacted>)");
+    }
+
+    /// Envoy's store as the proxy-wasm SDK shows it: an empty value reads as absent.
+    struct EmptyIsAbsent(MemoryStore);
+
+    impl SharedStore for EmptyIsAbsent {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            Ok(self.0.get(key)?.filter(|(v, _)| !v.is_empty()))
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            self.0.set(key, value, cas)
+        }
+    }
+
+    #[test]
+    fn agreement_works_through_envoys_view_of_empty_values() {
+        let store = EmptyIsAbsent(MemoryStore::new());
+        assert_eq!(
+            SlotKey::agree(&store, [3; 16]).unwrap(),
+            SlotKey::new([3; 16])
+        );
+        assert_eq!(
+            SlotKey::agree(&store, [4; 16]).unwrap(),
+            SlotKey::new([3; 16])
+        );
     }
 
     #[test]
