@@ -43,8 +43,8 @@ impl Worker {
         if let Some(v) = self.cache.get(&cache_key, host.now_secs()) {
             return Ok(v.clone());
         }
-        // Before paying for a signature check, make sure this address has not been
-        // failing authentication beyond its allowance.
+        // Before paying for a signature check, make sure this address has not spent its
+        // allowance on failed authentications or on requests held for keys.
         self.allowance(req, host, false)?;
         let policy = Arc::clone(&self.policy);
         let outcome = {
