@@ -130,6 +130,12 @@ fn decide_headers(
                 return Action::Pause;
             }
             Step::WaitForKeys { issuer } => {
+                if shared.waiters.len() >= worker.policy.limits.max_waiting_for_keys {
+                    // Each held request keeps a stream open: past the bound, answer now.
+                    let r = worker.unavailable(&state.pending, "too_many_waiting_for_keys");
+                    reply(shared, &mut state, &r);
+                    return Action::Pause;
+                }
                 let now = host::now_ms();
                 let unknown_kid = worker.has_keys(issuer);
                 let deadline = now.saturating_add(worker.policy.limits.key_wait_ms);

@@ -86,9 +86,13 @@ impl FilterRoot {
             .iter()
             .map(|_| FetchState::default())
             .collect();
-        let worker = Worker::new(Arc::new(policy), hmac_key);
+        let mut worker = Worker::new(Arc::new(policy), hmac_key);
+        // The slot-hash key must be secret: no clock-derived fallback, refuse instead.
+        let mut fresh = [0u8; 16];
+        getrandom::getrandom(&mut fresh)
+            .map_err(|e| format!("cannot draw the shared-state key from the host: {e}"))?;
         worker
-            .init_shared(&EnvoyStore)
+            .init_shared(&EnvoyStore, fresh)
             .map_err(|e| format!("cannot initialize shared data: {e:?}"))?;
         let mut shared = self.shared.borrow_mut();
         shared.worker = Some(worker);

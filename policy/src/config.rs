@@ -119,8 +119,13 @@ pub struct Limits {
     pub unauthenticated: crate::ratelimit::Bucket,
     /// Key wait bound in milliseconds.
     pub key_wait_ms: u64,
-    /// Rate-limit slots.
+    /// Slots of per-user buckets.
     pub rate_limit_slots: u32,
+    /// Slots of per-address allowances, a table apart from the per-user one.
+    pub unauthenticated_slots: u32,
+    /// Requests one worker may hold at once while keys load; the adapter answers 503
+    /// with `Retry-After` beyond it.
+    pub max_waiting_for_keys: usize,
     /// Token cache capacity.
     pub token_cache_entries: usize,
 }
@@ -297,6 +302,17 @@ impl Policy {
         if l.rate_limit_slots == 0 {
             return Err(err("limits.rate_limit_slots", "must be at least 1"));
         }
+        if l.unauthenticated_slots == 0 {
+            return Err(err("limits.unauthenticated_slots", "must be at least 1"));
+        }
+        // Each held request keeps its stream and its state in the worker: the bound is
+        // what keeps a flood of tokens naming a slow issuer from holding memory.
+        if !(1..=MAX_WAITING_FOR_KEYS).contains(&l.max_waiting_for_keys) {
+            return Err(err(
+                "limits.max_waiting_for_keys",
+                format!("must be between 1 and {MAX_WAITING_FOR_KEYS}"),
+            ));
+        }
         let limits = Limits {
             max_token_bytes: l.max_token_bytes,
             max_body_bytes: l.max_body_bytes,
@@ -304,6 +320,8 @@ impl Policy {
                 .map_err(|why| err("limits.unauthenticated", why))?,
             key_wait_ms: millis(l.key_wait),
             rate_limit_slots: l.rate_limit_slots,
+            unauthenticated_slots: l.unauthenticated_slots,
+            max_waiting_for_keys: usize::try_from(l.max_waiting_for_keys).unwrap_or(usize::MAX),
             token_cache_entries: l.token_cache_entries,
         };
         let im = raw.idempotency;
@@ -336,6 +354,9 @@ impl Policy {
             .find(|(_, i)| i.issuer == iss)
     }
 }
+
+/// Upper bound of `limits.max_waiting_for_keys`.
+pub const MAX_WAITING_FOR_KEYS: u32 = 10_000;
 
 fn bucket(raw: &RawRateLimit) -> Result<crate::ratelimit::Bucket, String> {
     if raw.requests == 0 {

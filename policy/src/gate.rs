@@ -15,9 +15,10 @@ use crate::jwks::JwkSet;
 use crate::jwt::Verified;
 use crate::permission;
 use crate::problem::{catalogue, Problem, Reply};
-use crate::ratelimit::Limiter;
+use crate::ratelimit::{self, Limiter};
 use crate::request_id;
 use crate::route::Route;
+use crate::slots::{self, SlotKey, Table};
 
 mod auth;
 use crate::store::{SharedStore, StoreError};
@@ -182,6 +183,7 @@ pub struct Worker {
     signer: Signer,
     keys: Vec<Option<JwkSet>>,
     cache: TokenCache,
+    slot_key: SlotKey,
 }
 
 impl Worker {
@@ -198,6 +200,7 @@ impl Worker {
             signer: Signer::new(hmac_key),
             keys,
             cache,
+            slot_key: SlotKey::unset(),
         }
     }
 
@@ -218,17 +221,27 @@ impl Worker {
         self.keys.get(issuer).is_some_and(Option::is_some)
     }
 
-    /// Writes the empty slots of the shared state, once per configuration generation.
-    pub fn init_shared(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
-        let marker = format!("{}:init", self.policy.generation);
+    /// Agrees with the other workers on the process's slot key (`fresh`: 16 bytes of the
+    /// host's randomness, used if this worker is the first), then writes the empty slots
+    /// of the shared state, once per configuration generation. Until this succeeds, every
+    /// decision that needs shared state fails closed.
+    pub fn init_shared(
+        &mut self,
+        store: &dyn SharedStore,
+        fresh: [u8; 16],
+    ) -> Result<(), StoreError> {
+        self.slot_key = SlotKey::agree(store, fresh)?;
+        let marker = format!("{}:{}:init", self.policy.generation, slots::LAYOUT);
         if store.get(&marker)?.is_some() {
             return Ok(());
         }
         self.limiter(store).init()?;
+        self.address_limiter(store).init()?;
         Records {
             store,
             namespace: &self.policy.generation,
             settings: &self.policy.idempotency,
+            key: &self.slot_key,
         }
         .init()?;
         store.set(&marker, b"1", None)
@@ -236,9 +249,13 @@ impl Worker {
 
     fn limiter<'s>(&'s self, store: &'s dyn SharedStore) -> Limiter<'s> {
         Limiter {
-            store,
-            namespace: &self.policy.generation,
-            slots: self.policy.limits.rate_limit_slots,
+            table: Table {
+                store,
+                namespace: &self.policy.generation,
+                name: ratelimit::USERS,
+                slots: self.policy.limits.rate_limit_slots,
+                key: &self.slot_key,
+            },
         }
     }
 
@@ -442,6 +459,7 @@ impl Worker {
                 store: host.store,
                 namespace: &policy.generation,
                 settings: &policy.idempotency,
+                key: &self.slot_key,
             };
             let sub = verified.identity.sub.clone();
             match records.begin(&sub, &key, payload, host.now_ms, generation) {
@@ -517,6 +535,7 @@ impl Worker {
             store: host.store,
             namespace: &self.policy.generation,
             settings: &self.policy.idempotency,
+            key: &self.slot_key,
         };
         match body {
             // Server errors, gateway-generated ones included (unreachable backend, timeout),
@@ -552,6 +571,7 @@ impl Worker {
             store: host.store,
             namespace: &self.policy.generation,
             settings: &self.policy.idempotency,
+            key: &self.slot_key,
         }
         .release(claim)
     }

@@ -2,21 +2,25 @@
 //! while its first request is in flight, replay the stored response to a retry with the
 //! same payload, refuse a different payload.
 //!
-//! State lives in shared data, in a fixed number of slots of [`WAYS`] entries (bounded
-//! memory, like the rate limiter). Each entry keeps its position for life, so its stored
-//! response lives under a key derived from the slot and position; the entry's generation
-//! number ties the two together. Every transition is a compare-and-swap on the slot.
+//! State lives in a bounded table of shared data ([`crate::slots`], `idempotency.slots`
+//! slots of [`WAYS`] entries, like the rate limiter). Each entry keeps its position for
+//! life, so its stored response lives under a key derived from the slot and position; the
+//! entry's generation number ties the two together. Every transition is a
+//! compare-and-swap on the slot.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::config::IdempotencySettings;
-use crate::hash::{digest, digest64};
-use crate::store::{self, SharedStore, StoreError};
+use crate::hash::digest;
+use crate::slots::{be_u64, Record, SlotKey, Table, Ways};
+use crate::store::{SharedStore, StoreError};
 
-/// Entries per slot.
-pub const WAYS: usize = 4;
+pub use crate::slots::WAYS;
+
+/// The table's name in shared data.
+pub const TABLE: &str = "idem";
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;
 
@@ -131,7 +135,7 @@ pub enum Begin {
     Busy,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     fp: u64,
     payload: [u8; 16],
@@ -140,16 +144,35 @@ struct Entry {
     generation: u64,
 }
 
-type Slot = [Option<Entry>; WAYS];
+impl Record for Entry {
+    /// Payload hash, completion flag, expiry, generation.
+    const SIZE: usize = 16 + 1 + 8 + 8;
 
-fn decode(bytes: Option<&[u8]>) -> Slot {
-    bytes
-        .and_then(|b| serde_json::from_slice(b).ok())
-        .unwrap_or([None; WAYS])
-}
+    fn fingerprint(&self) -> u64 {
+        self.fp
+    }
 
-fn encode(slot: &Slot) -> Vec<u8> {
-    serde_json::to_vec(slot).unwrap_or_default()
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.payload);
+        out.push(u8::from(self.done));
+        out.extend_from_slice(&self.expires_ms.to_be_bytes());
+        out.extend_from_slice(&self.generation.to_be_bytes());
+    }
+
+    fn read(fp: u64, bytes: &[u8]) -> Self {
+        let mut payload = [0u8; 16];
+        if let Some(p) = bytes.get(..16) {
+            payload.copy_from_slice(p);
+        }
+        let at = |i: usize| bytes.get(i..).unwrap_or_default();
+        Self {
+            fp,
+            payload,
+            done: bytes.get(16).is_some_and(|b| *b != 0),
+            expires_ms: be_u64(at(17)),
+            generation: be_u64(at(25)),
+        }
+    }
 }
 
 /// Idempotency records of one configuration generation.
@@ -160,24 +183,28 @@ pub struct Records<'a> {
     pub namespace: &'a str,
     /// Settings.
     pub settings: &'a IdempotencySettings,
+    /// The process's slot key.
+    pub key: &'a SlotKey,
 }
 
 impl Records<'_> {
-    fn slot_key(&self, slot: u64) -> String {
-        format!("{}:idem:{slot}", self.namespace)
+    fn table(&self) -> Table<'_> {
+        Table {
+            store: self.store,
+            namespace: self.namespace,
+            name: TABLE,
+            slots: self.settings.slots,
+            key: self.key,
+        }
     }
 
     fn response_key(&self, slot: u64, way: usize) -> String {
-        format!("{}:idem:{slot}:{way}", self.namespace)
+        format!("{}:{way}", self.table().slot_key(slot))
     }
 
-    /// Writes every slot's empty value once (see [`crate::ratelimit::Limiter::init`]).
+    /// Writes every slot's empty value once (see [`Table::init`]).
     pub fn init(&self) -> Result<(), StoreError> {
-        let empty = encode(&[None; WAYS]);
-        for slot in 0..u64::from(self.settings.slots) {
-            store::init_if_absent(self.store, &self.slot_key(slot), &empty)?;
-        }
-        Ok(())
+        self.table().init::<Entry>()
     }
 
     /// Looks up `key` of `user` for a request with `payload`, claiming it when new.
@@ -190,11 +217,10 @@ impl Records<'_> {
         now_ms: u64,
         generation: u64,
     ) -> Result<Begin, StoreError> {
-        let fp = digest64(&[user.as_bytes(), key.as_bytes()]).max(1);
-        let slot = fp % u64::from(self.settings.slots.max(1));
-        let slot_key = self.slot_key(slot);
-        let found = store::update(self.store, &slot_key, |bytes| {
-            let mut entries = decode(bytes);
+        let table = self.table();
+        let place = table.place(&[user.as_bytes(), key.as_bytes()])?;
+        let (slot, fp) = (place.slot, place.fingerprint);
+        let found = table.update(slot, |entries: &mut Ways<Entry>| {
             let live = |e: &Entry| e.expires_ms > now_ms;
             if let Some((way, e)) = entries
                 .iter()
@@ -208,7 +234,7 @@ impl Records<'_> {
                 } else {
                     Ok((way, e.generation, false))
                 };
-                return (None, outcome);
+                return (false, outcome);
             }
             let way = entries
                 .iter()
@@ -223,7 +249,7 @@ impl Records<'_> {
                         .map(|(i, _)| i)
                 });
             let Some(way) = way else {
-                return (None, Err(Begin::Busy));
+                return (false, Err(Begin::Busy));
             };
             entries[way] = Some(Entry {
                 fp,
@@ -232,7 +258,7 @@ impl Records<'_> {
                 expires_ms: now_ms.saturating_add(self.settings.in_flight_ms),
                 generation,
             });
-            (Some(encode(&entries)), Ok((way, generation, true)))
+            (true, Ok((way, generation, true)))
         })?;
         match found {
             Err(outcome) => Ok(outcome),
@@ -282,17 +308,17 @@ impl Records<'_> {
     }
 
     fn transition(&self, claim: Claim, f: impl Fn(&mut Entry)) -> Result<(), StoreError> {
-        store::update(self.store, &self.slot_key(claim.slot), |bytes| {
-            let mut entries = decode(bytes);
-            match entries.get_mut(claim.way).and_then(Option::as_mut) {
-                Some(e) if e.generation == claim.generation && !e.done => {
-                    f(e);
-                    (Some(encode(&entries)), ())
+        self.table()
+            .update(claim.slot, |entries: &mut Ways<Entry>| {
+                match entries.get_mut(claim.way).and_then(Option::as_mut) {
+                    Some(e) if e.generation == claim.generation && !e.done => {
+                        f(e);
+                        (true, ())
+                    }
+                    // Expired and taken over by another key meanwhile: nothing to do.
+                    _ => (false, ()),
                 }
-                // Expired and taken over by another key meanwhile: nothing to do.
-                _ => (None, ()),
-            }
-        })
+            })
     }
 }
 
@@ -310,6 +336,8 @@ fn split_response(bytes: &[u8], generation: u64) -> Option<StoredResponse> {
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
+
+    const KEY: SlotKey = SlotKey::new([5; 16]);
 
     fn settings() -> IdempotencySettings {
         IdempotencySettings {
@@ -364,6 +392,7 @@ mod tests {
             store: &store,
             namespace: "t",
             settings: &s,
+            key: &KEY,
         };
         r.init().unwrap();
         let p = payload_hash("POST", "/api/workspaces", b"{}");
@@ -398,6 +427,7 @@ mod tests {
             store: &store,
             namespace: "t",
             settings: &s,
+            key: &KEY,
         };
         let p = payload_hash("POST", "/x", b"");
         let Begin::Proceed(claim) = r.begin("u", "k", p, 0, 1).unwrap() else {
@@ -422,6 +452,7 @@ mod tests {
             store: &store,
             namespace: "t",
             settings: &s,
+            key: &KEY,
         }
         .init()
         .unwrap();
@@ -434,6 +465,7 @@ mod tests {
                         store,
                         namespace: "t",
                         settings: s,
+                        key: &KEY,
                     };
                     for i in 0..10 {
                         if let Begin::Proceed(_) =
@@ -446,5 +478,60 @@ mod tests {
             }
         });
         assert_eq!(proceeded.into_inner(), 1);
+    }
+
+    #[test]
+    fn entries_keep_every_field_in_their_fixed_size() {
+        let e = Entry {
+            fp: 0x0102_0304_0506_0708,
+            payload: [0xab; 16],
+            done: true,
+            expires_ms: 1_800_000_000_123,
+            generation: u64::MAX - 1,
+        };
+        let mut bytes = Vec::new();
+        e.write(&mut bytes);
+        assert_eq!(bytes.len(), Entry::SIZE);
+        assert_eq!(Entry::read(e.fp, &bytes), e);
+    }
+
+    /// One slot of four entries: in-flight claims are never displaced (503 Busy for a
+    /// fifth key), a completed record is, closest to expiry first.
+    #[test]
+    fn a_full_slot_never_gives_up_a_request_in_flight() {
+        let store = MemoryStore::new();
+        let s = IdempotencySettings {
+            slots: 1,
+            ..settings()
+        };
+        let r = Records {
+            store: &store,
+            namespace: "t",
+            settings: &s,
+            key: &KEY,
+        };
+        r.init().unwrap();
+        let p = payload_hash("POST", "/x", b"");
+        let claims: Vec<Claim> = (0..4u64)
+            .map(
+                |i| match r.begin("u", &format!("k{i}"), p, 0, i + 1).unwrap() {
+                    Begin::Proceed(c) => c,
+                    other => panic!("k{i}: {other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(r.begin("u", "k4", p, 1, 9).unwrap(), Begin::Busy);
+        r.complete(claims[2], &created(), 2).unwrap();
+        assert!(matches!(
+            r.begin("u", "k4", p, 3, 10).unwrap(),
+            Begin::Proceed(_)
+        ));
+        for i in [0, 1, 3] {
+            assert_eq!(
+                r.begin("u", &format!("k{i}"), p, 4, 11).unwrap(),
+                Begin::InFlight,
+                "k{i}"
+            );
+        }
     }
 }

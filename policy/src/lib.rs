@@ -19,6 +19,7 @@ pub mod problem;
 pub mod ratelimit;
 pub mod request_id;
 pub mod route;
+pub mod slots;
 pub mod store;
 #[cfg(feature = "testkit")]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -1,28 +1,44 @@
 //! Token buckets in shared data, exact across workers and bounded in memory.
 //!
-//! Memory: buckets live in a fixed number of slots (`limits.rate_limit_slots`), each a
-//! shared-data value of [`WAYS`] fixed-size entries; a (route, user) pair hashes to one
-//! slot and is identified inside it by a 64-bit fingerprint. However many users appear,
-//! the store holds at most `slots` keys of `WAYS * 24` bytes. A new user evicts, in its
-//! slot, a bucket that has refilled completely (which is the same as having none), and
-//! only if every entry is still draining, the one idle the longest; exactness per user
-//! therefore holds while fewer than `WAYS` users sharing a slot are active within one
-//! window, which a slot count above the number of concurrently active users makes the
-//! norm.
+//! Two tables ([`crate::slots`]), kept apart so that traffic anyone can send never
+//! touches what limits a signed-in user: [`USERS`] holds the per-route buckets of
+//! authenticated users (`limits.rate_limit_slots`), [`ADDRESSES`] the per-address
+//! allowance for failed authentication (`limits.unauthenticated_slots`). Each is a fixed
+//! number of slots of [`WAYS`] entries of 16 bytes, however many users or addresses
+//! appear.
+//!
+//! A bucket is kept as the instant it will be full again (the "theoretical arrival time"
+//! of the generic cell rate algorithm), in nanoseconds: a request costs `window /
+//! capacity` of time and passes while the bucket's debt plus that cost fits in the
+//! window. The representation does not depend on the bucket's shape, so routes with
+//! different limits can share a table and "fully refilled" means the same for all.
+//!
+//! Never forgetting a bucket that still limits: a key without an entry takes a free one
+//! or one whose bucket is full again (forgetting a full bucket changes nothing). When
+//! every entry of its slot still limits someone, the newcomer is charged to the entry
+//! furthest from full, shared with its owner, until that bucket refills. A collision can
+//! therefore only make a limit stricter, never looser: no flood of other keys, however
+//! large, brings back a spent request. (Refusing the newcomer outright would be as safe,
+//! but would refuse a user who has a request left in a shared bucket; sharing degrades to
+//! refusal only when the shared bucket is spent.) With slots well above the number of
+//! keys active within one window, sharing is rare; the slot hash is keyed with a
+//! per-process secret, so nobody can aim keys at a victim's slot.
 //!
 //! Exactness: every decision is a read-modify-write of the slot under Envoy's
 //! compare-and-swap, retried on conflict, so two workers never spend the same token.
-//!
-//! Arithmetic is in integers: a bucket of `capacity` requests per `window_ms` holds
-//! `capacity * window_ms` units, refills `capacity` units per millisecond and a request
-//! costs `window_ms` units.
 
-use crate::hash::digest64;
-use crate::store::{self, SharedStore, StoreError};
+use crate::slots::{be_u64, Record, Table, Ways};
+use crate::store::StoreError;
 
-/// Entries per slot.
-pub const WAYS: usize = 4;
-const ENTRY: usize = 24;
+pub use crate::slots::WAYS;
+
+/// Table of the per-route buckets of authenticated users, keyed by route and subject.
+pub const USERS: &str = "rl-user";
+/// Table of the per-address allowance for failed authentication, keyed by client address.
+pub const ADDRESSES: &str = "rl-addr";
+
+const NS_PER_MS: u128 = 1_000_000;
+const NS_PER_SEC: u128 = 1_000_000_000;
 
 /// A token bucket's shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,34 +63,37 @@ pub struct Decision {
 }
 
 impl Bucket {
-    fn full(&self) -> u128 {
-        u128::from(self.capacity) * u128::from(self.window_ms)
+    fn window_ns(&self) -> u128 {
+        u128::from(self.window_ms) * NS_PER_MS
     }
 
-    fn refill(&self, level: u128, elapsed_ms: u64) -> u128 {
-        (level + u128::from(elapsed_ms) * u128::from(self.capacity)).min(self.full())
+    /// What one request costs in time, rounded down so that a burst of `capacity` always
+    /// fits in the window (the rate is then at most a nanosecond per request generous).
+    fn cost_ns(&self) -> u128 {
+        (self.window_ns() / u128::from(self.capacity.max(1))).max(1)
     }
 
-    fn describe(&self, level: u128, allowed: bool) -> Decision {
-        let cost = u128::from(self.window_ms.max(1));
-        let per_ms = u128::from(self.capacity.max(1));
-        let remaining = u32::try_from(level / cost).unwrap_or(u32::MAX);
-        let reset_ms = (self.full() - level).div_ceil(per_ms);
-        let retry_ms = if level >= cost {
-            0
-        } else {
-            (cost - level).div_ceil(per_ms)
-        };
-        Decision {
+    /// Decides on a bucket that is full at `full_at` (never earlier than `now`), spending
+    /// a request if `consume` and one is left. Returns the decision and, when a request
+    /// was spent, the new instant of being full.
+    fn decide(&self, full_at: u128, now: u128, consume: bool) -> (Decision, Option<u128>) {
+        let (window, cost) = (self.window_ns(), self.cost_ns());
+        let debt = full_at.saturating_sub(now);
+        let allowed = debt + cost <= window;
+        let spent = (allowed && consume).then_some(now + debt + cost);
+        let after = spent.unwrap_or(now + debt);
+        let left = (now + window).saturating_sub(after) / cost;
+        let decision = Decision {
             allowed,
-            remaining,
-            reset_secs: secs_ceil(reset_ms),
+            remaining: u32::try_from(left).unwrap_or(u32::MAX).min(self.capacity),
+            reset_secs: secs_ceil(after - now),
             retry_after_secs: if allowed {
                 0
             } else {
-                secs_ceil(retry_ms).max(1)
+                secs_ceil(debt + cost - window).max(1)
             },
-        }
+        };
+        (decision, spent)
     }
 
     /// `RateLimit-Policy` value (draft-ietf-httpapi-ratelimit-headers).
@@ -94,83 +113,83 @@ impl Decision {
     }
 }
 
-fn secs_ceil(ms: u128) -> u64 {
-    u64::try_from(ms.div_ceil(1000)).unwrap_or(u64::MAX)
+fn secs_ceil(ns: u128) -> u64 {
+    u64::try_from(ns.div_ceil(NS_PER_SEC)).unwrap_or(u64::MAX)
 }
 
+/// One bucket: whose it is and when it is full again (unix nanoseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     fp: u64,
-    level: u64,
-    updated_ms: u64,
+    full_at_ns: u64,
 }
 
-fn decode(bytes: Option<&[u8]>) -> [Option<Entry>; WAYS] {
-    let mut out = [None; WAYS];
-    let Some(bytes) = bytes else { return out };
-    for (i, chunk) in bytes.chunks_exact(ENTRY).take(WAYS).enumerate() {
-        let n = |r: std::ops::Range<usize>| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&chunk[r]);
-            u64::from_be_bytes(b)
-        };
-        let fp = n(0..8);
-        if fp != 0 {
-            out[i] = Some(Entry {
-                fp,
-                level: n(8..16),
-                updated_ms: n(16..24),
-            });
+impl Entry {
+    fn full_at(&self) -> u128 {
+        u128::from(self.full_at_ns)
+    }
+}
+
+impl Record for Entry {
+    const SIZE: usize = 8;
+
+    fn fingerprint(&self) -> u64 {
+        self.fp
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.full_at_ns.to_be_bytes());
+    }
+
+    fn read(fp: u64, bytes: &[u8]) -> Self {
+        Self {
+            fp,
+            full_at_ns: be_u64(bytes),
         }
     }
-    out
 }
 
-fn encode(entries: &[Option<Entry>; WAYS]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(WAYS * ENTRY);
-    for e in entries {
-        let e = e.unwrap_or(Entry {
-            fp: 0,
-            level: 0,
-            updated_ms: 0,
-        });
-        out.extend_from_slice(&e.fp.to_be_bytes());
-        out.extend_from_slice(&e.level.to_be_bytes());
-        out.extend_from_slice(&e.updated_ms.to_be_bytes());
+/// The bucket a key is charged to.
+enum Holder {
+    /// Its own entry.
+    Own(usize),
+    /// A free entry, or one whose bucket is full again: a fresh bucket.
+    Fresh(usize),
+    /// Every entry still limits its owner: the one furthest from full, shared.
+    Shared(usize),
+}
+
+fn holder(ways: &Ways<Entry>, fp: u64, now: u128) -> Holder {
+    if let Some(i) = ways.iter().position(|w| w.is_some_and(|e| e.fp == fp)) {
+        return Holder::Own(i);
     }
-    out
+    if let Some(i) = ways
+        .iter()
+        .position(|w| w.is_none_or(|e| e.full_at() <= now))
+    {
+        return Holder::Fresh(i);
+    }
+    ways.iter()
+        .enumerate()
+        .max_by_key(|(_, w)| w.map_or(0, |e| e.full_at_ns))
+        .map_or(Holder::Fresh(0), |(i, _)| Holder::Shared(i))
 }
 
-/// Buckets of one configuration generation in a shared store.
+/// The buckets of one table.
 pub struct Limiter<'a> {
-    /// The store.
-    pub store: &'a dyn SharedStore,
-    /// Key prefix (the configuration generation).
-    pub namespace: &'a str,
-    /// Number of slots.
-    pub slots: u32,
+    /// The table.
+    pub table: Table<'a>,
 }
 
 impl Limiter<'_> {
-    fn slot_of(&self, who: &[&[u8]]) -> (String, u64) {
-        let h = digest64(who);
-        let slot = h % u64::from(self.slots.max(1));
-        // Fingerprint 0 marks a free entry.
-        (format!("{}:rl:{slot}", self.namespace), h.max(1))
-    }
-
-    /// Writes every slot's empty value once, so later updates always have a version to
-    /// compare against (Envoy cannot compare-and-swap an absent key).
+    /// Writes every slot's empty value once (see [`Table::init`]).
     pub fn init(&self) -> Result<(), StoreError> {
-        let empty = encode(&[None; WAYS]);
-        for slot in 0..self.slots {
-            store::init_if_absent(self.store, &format!("{}:rl:{slot}", self.namespace), &empty)?;
-        }
-        Ok(())
+        self.table.init::<Entry>()
     }
 
     /// Spends one request of `who`'s bucket at `now_ms` if one is left (`consume`), or only
-    /// reports whether one is (`!consume`).
+    /// reports whether one is (`!consume`). Any store failure is an error: the caller
+    /// refuses the request rather than let it pass unlimited.
     pub fn check(
         &self,
         bucket: Bucket,
@@ -178,99 +197,86 @@ impl Limiter<'_> {
         now_ms: u64,
         consume: bool,
     ) -> Result<Decision, StoreError> {
-        let (key, fp) = self.slot_of(who);
-        let full = bucket.full();
-        let cost = u128::from(bucket.window_ms);
-        store::update(self.store, &key, |bytes| {
-            let mut entries = decode(bytes);
-            let found = entries.iter().position(|e| e.is_some_and(|e| e.fp == fp));
-            let level = match found.and_then(|i| entries[i]) {
-                Some(e) => bucket.refill(u128::from(e.level), now_ms.saturating_sub(e.updated_ms)),
-                None => full,
+        let place = self.table.place(who)?;
+        let now = u128::from(now_ms) * NS_PER_MS;
+        self.table.update(place.slot, |ways: &mut Ways<Entry>| {
+            let (way, fp, full_at) = match holder(ways, place.fingerprint, now) {
+                Holder::Own(i) => (i, place.fingerprint, ways[i].map_or(now, |e| e.full_at())),
+                Holder::Fresh(i) => (i, place.fingerprint, now),
+                // The owner keeps the entry; the newcomer only adds to its debt.
+                Holder::Shared(i) => {
+                    let e = ways[i];
+                    (
+                        i,
+                        e.map_or(place.fingerprint, |e| e.fp),
+                        e.map_or(now, |e| e.full_at()),
+                    )
+                }
             };
-            let allowed = level >= cost;
-            let after = if allowed && consume {
-                level - cost
-            } else {
-                level
+            let (decision, spent) = bucket.decide(full_at.max(now), now, consume);
+            let Some(after) = spent else {
+                return (false, decision);
             };
-            let decision = bucket.describe(after, allowed);
-            if !consume || !allowed {
-                return (None, decision);
-            }
-            let entry = Entry {
+            ways[way] = Some(Entry {
                 fp,
-                level: u64::try_from(after).unwrap_or(u64::MAX),
-                updated_ms: now_ms,
-            };
-            let way = found.unwrap_or_else(|| victim(&entries, bucket, now_ms));
-            entries[way] = Some(entry);
-            (Some(encode(&entries)), decision)
+                full_at_ns: u64::try_from(after).unwrap_or(u64::MAX),
+            });
+            (true, decision)
         })
     }
-}
-
-/// The entry a newcomer replaces: a free one, else one whose bucket would be full by now
-/// (forgetting it changes nothing), else the least recently used.
-fn victim(entries: &[Option<Entry>; WAYS], bucket: Bucket, now_ms: u64) -> usize {
-    if let Some(i) = entries.iter().position(Option::is_none) {
-        return i;
-    }
-    let idle_full = |e: &Entry| {
-        bucket.refill(u128::from(e.level), now_ms.saturating_sub(e.updated_ms)) >= bucket.full()
-    };
-    if let Some(i) = entries
-        .iter()
-        .position(|e| e.as_ref().is_some_and(idle_full))
-    {
-        return i;
-    }
-    entries
-        .iter()
-        .enumerate()
-        .min_by_key(|(_, e)| e.map_or(0, |e| e.updated_ms))
-        .map_or(0, |(i, _)| i)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryStore;
+    use crate::slots::SlotKey;
+    use crate::store::{MemoryStore, SharedStore};
 
     const PER_MINUTE_20: Bucket = Bucket {
         capacity: 20,
         window_ms: 60_000,
     };
+    const KEY: SlotKey = SlotKey::new([42; 16]);
+    const T0: u64 = 1_800_000_000_000;
+
+    fn limiter(store: &dyn SharedStore, slots: u32) -> Limiter<'_> {
+        Limiter {
+            table: Table {
+                store,
+                namespace: "t",
+                name: USERS,
+                slots,
+                key: &KEY,
+            },
+        }
+    }
+
+    fn spend(l: &Limiter<'_>, who: &str, at: u64) -> Decision {
+        l.check(PER_MINUTE_20, &[b"create", who.as_bytes()], at, true)
+            .unwrap()
+    }
 
     #[test]
     fn twenty_per_minute_then_429_with_retry_after() {
         let store = MemoryStore::new();
-        let l = Limiter {
-            store: &store,
-            namespace: "t",
-            slots: 64,
-        };
+        let l = limiter(&store, 64);
         l.init().unwrap();
-        let who: &[&[u8]] = &[b"create", b"u-alice"];
         for i in 0..20u32 {
-            let d = l.check(PER_MINUTE_20, who, 1_000, true).unwrap();
+            let d = spend(&l, "u-alice", T0);
             assert!(d.allowed, "request {i}");
             assert_eq!(d.remaining, 19 - i);
+            assert_eq!(d.reset_secs, 3 * u64::from(i + 1));
         }
-        let d = l.check(PER_MINUTE_20, who, 1_000, true).unwrap();
+        let d = spend(&l, "u-alice", T0);
         assert_eq!(
             (d.allowed, d.remaining, d.retry_after_secs, d.reset_secs),
             (false, 0, 3, 60)
         );
         // One token refills every 3 s.
-        assert!(!l.check(PER_MINUTE_20, who, 3_999, true).unwrap().allowed);
-        assert!(l.check(PER_MINUTE_20, who, 4_000, true).unwrap().allowed);
+        assert!(!spend(&l, "u-alice", T0 + 2_999).allowed);
+        assert!(spend(&l, "u-alice", T0 + 3_000).allowed);
         // Another user has their own bucket.
-        assert!(
-            l.check(PER_MINUTE_20, &[b"create", b"u-bob"], 4_000, true)
-                .unwrap()
-                .allowed
-        );
+        assert!(spend(&l, "u-bob", T0 + 3_000).allowed);
         assert_eq!(
             PER_MINUTE_20.policy_header("per-user"),
             "\"per-user\";q=20;w=60"
@@ -280,43 +286,43 @@ mod tests {
     #[test]
     fn peeking_spends_nothing() {
         let store = MemoryStore::new();
-        let l = Limiter {
-            store: &store,
-            namespace: "t",
-            slots: 8,
-        };
+        let l = limiter(&store, 8);
+        l.init().unwrap();
         let one = Bucket {
             capacity: 1,
             window_ms: 60_000,
         };
-        assert!(l.check(one, &[b"ip"], 0, false).unwrap().allowed);
-        assert!(l.check(one, &[b"ip"], 0, true).unwrap().allowed);
-        assert!(!l.check(one, &[b"ip"], 0, false).unwrap().allowed);
+        assert!(l.check(one, &[b"ip"], T0, false).unwrap().allowed);
+        assert!(l.check(one, &[b"ip"], T0, true).unwrap().allowed);
+        assert!(!l.check(one, &[b"ip"], T0, false).unwrap().allowed);
+    }
+
+    #[test]
+    fn a_burst_of_the_full_capacity_fits_whatever_the_rounding() {
+        let store = MemoryStore::new();
+        let l = limiter(&store, 8);
+        l.init().unwrap();
+        let seven = Bucket {
+            capacity: 7,
+            window_ms: 60_000,
+        };
+        let passed = (0..10)
+            .filter(|_| l.check(seven, &[b"u"], T0, true).unwrap().allowed)
+            .count();
+        assert_eq!(passed, 7);
     }
 
     #[test]
     fn exact_across_threads() {
-        let store = std::sync::Arc::new(MemoryStore::new());
-        let l = Limiter {
-            store: store.as_ref(),
-            namespace: "t",
-            slots: 16,
-        };
-        l.init().unwrap();
+        let store = MemoryStore::new();
+        limiter(&store, 16).init().unwrap();
         let allowed = std::sync::atomic::AtomicU32::new(0);
         std::thread::scope(|s| {
             for _ in 0..8 {
                 s.spawn(|| {
-                    let l = Limiter {
-                        store: store.as_ref(),
-                        namespace: "t",
-                        slots: 16,
-                    };
+                    let l = limiter(&store, 16);
                     for _ in 0..25 {
-                        if l.check(PER_MINUTE_20, &[b"r", b"u"], 5, true)
-                            .unwrap()
-                            .allowed
-                        {
+                        if spend(&l, "u", T0).allowed {
                             allowed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         }
                     }
@@ -326,23 +332,147 @@ mod tests {
         assert_eq!(allowed.into_inner(), 20);
     }
 
+    /// The attack that once got through: a user spends their limit, then floods of other
+    /// keys land in the same slot (here every key does: one slot). The user's bucket is
+    /// never forgotten while it limits them.
+    #[test]
+    fn a_bucket_that_still_limits_is_never_evicted() {
+        let store = MemoryStore::new();
+        let l = limiter(&store, 1);
+        l.init().unwrap();
+        for _ in 0..20 {
+            assert!(spend(&l, "u-alice", T0).allowed);
+        }
+        for i in 0..1_000 {
+            spend(&l, &format!("u-{i}"), T0 + 1_000);
+        }
+        let d = spend(&l, "u-alice", T0 + 1_500);
+        assert_eq!((d.allowed, d.remaining), (false, 0));
+        // The flood did not spend alice's refill either: one token back after 3 s.
+        assert!(spend(&l, "u-alice", T0 + 3_000).allowed);
+        assert!(!spend(&l, "u-alice", T0 + 3_000).allowed);
+    }
+
+    #[test]
+    fn collisions_only_make_limits_stricter() {
+        let store = MemoryStore::new();
+        let l = limiter(&store, 1);
+        l.init().unwrap();
+        for (n, who) in [(1, "a"), (2, "b"), (3, "c"), (4, "d")] {
+            for _ in 0..n {
+                spend(&l, who, T0);
+            }
+        }
+        // Every entry still limits someone: eve shares the most spent bucket, d's.
+        let eve = spend(&l, "eve", T0);
+        assert_eq!((eve.allowed, eve.remaining), (true, 15));
+        assert_eq!(spend(&l, "d", T0).remaining, 14, "d paid for eve's request");
+        assert_eq!(spend(&l, "a", T0).remaining, 18, "a is untouched");
+        // Once buckets are full again, eve gets one of her own.
+        assert_eq!(spend(&l, "eve", T0 + 60_000).remaining, 19);
+    }
+
+    #[test]
+    fn a_refilled_bucket_is_replaced() {
+        let store = MemoryStore::new();
+        let l = limiter(&store, 1);
+        l.init().unwrap();
+        for who in ["a", "b", "c", "d"] {
+            spend(&l, who, T0);
+        }
+        assert_eq!(spend(&l, "eve", T0 + 2_999).remaining, 18, "shared");
+        assert_eq!(
+            spend(&l, "frank", T0 + 3_000).remaining,
+            19,
+            "a, b or c is full again"
+        );
+    }
+
+    /// Routes with different limits share the table; a bucket's "full again" does not
+    /// depend on whose shape looks at it.
+    #[test]
+    fn different_limits_share_a_table_without_loosening() {
+        let store = MemoryStore::new();
+        let l = limiter(&store, 1);
+        l.init().unwrap();
+        let slow = Bucket {
+            capacity: 2,
+            window_ms: 60_000,
+        };
+        let fast = Bucket {
+            capacity: 100,
+            window_ms: 1_000,
+        };
+        assert!(l.check(slow, &[b"x"], T0, true).unwrap().allowed);
+        assert!(l.check(slow, &[b"x"], T0, true).unwrap().allowed);
+        for i in 0..50u32 {
+            l.check(fast, &[&i.to_be_bytes()], T0 + 5_000, true)
+                .unwrap();
+        }
+        assert!(!l.check(slow, &[b"x"], T0 + 29_999, true).unwrap().allowed);
+        assert!(l.check(slow, &[b"x"], T0 + 30_000, true).unwrap().allowed);
+    }
+
+    #[test]
+    fn separate_tables_never_meet() {
+        let store = MemoryStore::new();
+        let users = limiter(&store, 1);
+        let addresses = Limiter {
+            table: Table {
+                name: ADDRESSES,
+                ..limiter(&store, 1).table
+            },
+        };
+        users.init().unwrap();
+        addresses.init().unwrap();
+        for _ in 0..20 {
+            spend(&users, "u-alice", T0);
+        }
+        for i in 0..1_000u32 {
+            let _ = addresses.check(PER_MINUTE_20, &[&i.to_be_bytes()], T0, true);
+        }
+        assert_eq!(store.footprint().0, 2, "one slot each");
+        assert!(!spend(&users, "u-alice", T0).allowed);
+    }
+
+    #[test]
+    fn store_failures_are_errors() {
+        struct Down;
+        impl SharedStore for Down {
+            fn get(&self, _: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+                Err(StoreError::Host("down".into()))
+            }
+            fn set(&self, _: &str, _: &[u8], _: Option<u32>) -> Result<(), StoreError> {
+                Err(StoreError::Host("down".into()))
+            }
+        }
+        assert!(limiter(&Down, 8)
+            .check(PER_MINUTE_20, &[b"u"], T0, false)
+            .is_err());
+        let store = MemoryStore::new();
+        let unset = SlotKey::unset();
+        let l = Limiter {
+            table: Table {
+                key: &unset,
+                ..limiter(&store, 8).table
+            },
+        };
+        assert!(l.check(PER_MINUTE_20, &[b"u"], T0, true).is_err());
+    }
+
     /// A million distinct users: the store never grows past `slots` keys of fixed size.
     #[test]
     fn memory_is_bounded_with_a_million_users() {
         let store = MemoryStore::new();
         let slots = 4096;
-        let l = Limiter {
-            store: &store,
-            namespace: "t",
-            slots,
-        };
+        let l = limiter(&store, slots);
         l.init().unwrap();
         let before = store.footprint();
         for user in 0..1_000_000u32 {
             l.check(
                 PER_MINUTE_20,
                 &[b"create", &user.to_be_bytes()],
-                u64::from(user),
+                T0 + u64::from(user),
                 true,
             )
             .unwrap();
@@ -357,6 +487,6 @@ mod tests {
             "slots are preallocated; their size never changes"
         );
         assert_eq!(after.0, slots as usize);
-        assert!(after.1 < slots as usize * (WAYS * ENTRY + 16), "{after:?}");
+        assert!(after.1 < slots as usize * (WAYS * 16 + 24), "{after:?}");
     }
 }

@@ -3,10 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, clippy::type_complexity)] // test helpers, not the request path
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use edge_policy::jwt::Alg;
-use edge_policy::store::MemoryStore;
+use edge_policy::store::{MemoryStore, SharedStore, StoreError};
 use edge_policy::testkit::{self, Keys};
 use edge_policy::{Host, Pending, Policy, RequestHead, Step, Worker};
 use serde_json::{json, Value};
@@ -42,15 +43,46 @@ fn config(keys: &Keys) -> Value {
 struct Fixture {
     keys: Keys,
     worker: Worker,
-    store: MemoryStore,
+    store: Store,
     counter: u8,
+}
+
+/// The in-memory shared store, which a test can take down.
+#[derive(Default)]
+struct Store {
+    memory: MemoryStore,
+    down: AtomicBool,
+}
+
+impl Store {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Host("shared data is unavailable".into()));
+        }
+        Ok(())
+    }
+}
+
+impl SharedStore for Store {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        self.check()?;
+        self.memory.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        self.check()?;
+        self.memory.set(key, value, cas)
+    }
 }
 
 #[derive(Debug, PartialEq)]
 struct Outcome {
     status: u16,
     reason: &'static str,
+    retry_after: Option<String>,
 }
+
+const CLIENT: &str = "192.0.2.7";
 
 impl Fixture {
     fn new() -> Self {
@@ -63,12 +95,12 @@ impl Fixture {
         let mut cfg = config(&keys);
         edit(&mut cfg);
         let policy = Policy::from_json(cfg.to_string().as_bytes()).unwrap();
-        let store = MemoryStore::new();
-        let worker = Worker::new(
+        let store = Store::default();
+        let mut worker = Worker::new(
             Arc::new(policy),
             b"0123456789abcdef0123456789abcdef".to_vec(),
         );
-        worker.init_shared(&store).unwrap();
+        worker.init_shared(&store, [0x5a; 16]).unwrap();
         Self {
             keys,
             worker,
@@ -97,11 +129,32 @@ impl Fixture {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> (Outcome, Pending) {
+        self.run_as(CLIENT, true, method, path, headers, body)
+    }
+
+    /// [`Fixture::run`] from client address `from`; `may_wait` false is the adapter's
+    /// second run of a request that waited for keys. Status 0 means "wait for keys".
+    fn run_as(
+        &mut self,
+        from: &str,
+        may_wait: bool,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (Outcome, Pending) {
         let headers: Vec<(&[u8], &[u8])> = headers
             .iter()
             .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
             .collect();
-        self.run_raw(method.as_bytes(), path.as_bytes(), &headers, body)
+        self.run_raw_as(
+            from,
+            may_wait,
+            method.as_bytes(),
+            path.as_bytes(),
+            &headers,
+            body,
+        )
     }
 
     /// [`Fixture::run`] with every part as bytes, as Envoy hands them over.
@@ -112,11 +165,23 @@ impl Fixture {
         headers: &[(&[u8], &[u8])],
         body: &[u8],
     ) -> (Outcome, Pending) {
+        self.run_raw_as(CLIENT, true, method, path, headers, body)
+    }
+
+    fn run_raw_as(
+        &mut self,
+        from: &str,
+        may_wait: bool,
+        method: &[u8],
+        path: &[u8],
+        headers: &[(&[u8], &[u8])],
+        body: &[u8],
+    ) -> (Outcome, Pending) {
         let req = RequestHead {
             method,
             path,
             headers,
-            client_addr: Some("192.0.2.7"),
+            client_addr: Some(from),
             has_body: !body.is_empty(),
         };
         self.counter = self.counter.wrapping_add(1);
@@ -128,7 +193,9 @@ impl Fixture {
             random: &mut random,
         };
         let mut pending = Pending::default();
-        let mut step = self.worker.on_headers(&req, &mut host, true, &mut pending);
+        let mut step = self
+            .worker
+            .on_headers(&req, &mut host, may_wait, &mut pending);
         if matches!(step, Step::Forward) && pending.needs_body {
             step = self.worker.on_body(body, &mut host, &mut pending);
         }
@@ -136,17 +203,24 @@ impl Fixture {
             Step::Forward => Outcome {
                 status: 200,
                 reason: "allowed",
+                retry_after: None,
             },
             Step::Reject(r) => {
                 assert!(r.headers.iter().any(|(n, _)| n == "x-request-id"), "{r:?}");
                 Outcome {
                     status: r.status,
                     reason: r.reason,
+                    retry_after: r
+                        .headers
+                        .iter()
+                        .find(|(n, _)| n == "retry-after")
+                        .map(|(_, v)| v.clone()),
                 }
             }
             Step::WaitForKeys { .. } => Outcome {
                 status: 0,
                 reason: "wait",
+                retry_after: None,
             },
         };
         (outcome, pending)
@@ -1001,5 +1075,319 @@ fn a_transient_backend_answer_releases_the_key() {
             retry.holds_claim(),
             "after a {status} the retry is processed anew"
         );
+    }
+}
+
+/// The attack that once got through: a user spends their creates, then floods of bad
+/// tokens from many addresses, and other users, try to push the user's bucket out of
+/// shared state. One slot per table here, so every key collides with every other.
+#[test]
+fn a_user_cannot_reset_their_own_rate_limit() {
+    let mut f = Fixture::with(|c| {
+        c["routes"][0]["rate_limit"] = json!({"requests": 20, "per": "60s"});
+        c["limits"]["unauthenticated"] = json!({"requests": 6, "per": "60s"});
+        c["limits"]["rate_limit_slots"] = json!(1);
+        c["limits"]["unauthenticated_slots"] = json!(1);
+    });
+    let alice = bearer(&f.token(Alg::EdDSA, json!({})));
+    let others: Vec<String> = (0..8)
+        .map(|i| bearer(&f.token(Alg::EdDSA, json!({"sub": format!("u-{i}")}))))
+        .collect();
+    let create = |f: &mut Fixture, from: &str, auth: &str| {
+        f.run_as(
+            from,
+            true,
+            "POST",
+            "/api/workspaces",
+            &[("authorization", auth)],
+            br#"{"orgId":"org-1"}"#,
+        )
+    };
+    // The other users are signed in already (their tokens cached).
+    for auth in &others {
+        let (got, _) = f.run("GET", "/api/workspaces/w", &[("authorization", auth)], b"");
+        assert_eq!(got.status, 200);
+    }
+    for i in 0..20 {
+        assert_eq!(create(&mut f, CLIENT, &alice).0.status, 200, "create {i}");
+    }
+    let (got, p) = create(&mut f, CLIENT, &alice);
+    assert_eq!((got.status, got.reason), (429, "rate_limited"));
+    assert!(p
+        .response_headers
+        .contains(&("ratelimit".into(), r#""create";r=0;t=60"#.into())));
+
+    // 36 bad tokens from six addresses: refused, never forwarded, never a 5xx.
+    for i in 0..36 {
+        let from = format!("198.51.100.{}", i % 6 + 1);
+        let (got, _) = create(&mut f, &from, &format!("Bearer bad.token.{i}"));
+        assert!(
+            [
+                (401, "token_malformed"),
+                (429, "unauthenticated_rate_limited")
+            ]
+            .contains(&(got.status, got.reason)),
+            "{from}: {got:?}"
+        );
+    }
+    // Other users: three find a free entry; the rest share the most spent bucket of the
+    // slot (alice's) instead of taking it over.
+    let statuses: Vec<u16> = others
+        .iter()
+        .map(|auth| create(&mut f, CLIENT, auth).0.status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429, 429, 429]);
+
+    let (got, p) = create(&mut f, CLIENT, &alice);
+    assert_eq!(
+        (got.status, got.reason, got.retry_after.as_deref()),
+        (429, "rate_limited", Some("3"))
+    );
+    assert!(p
+        .response_headers
+        .contains(&("ratelimit".into(), r#""create";r=0;t=60"#.into())));
+    // The flip side, with one slot of addresses: a slot full of spent allowances is
+    // shared by a new address too, so its first unverified token is refused.
+    let newcomer = bearer(&f.token(Alg::EdDSA, json!({"sub": "u-new"})));
+    let (got, _) = create(&mut f, "192.0.2.99", &newcomer);
+    assert_eq!(
+        (got.status, got.reason),
+        (429, "unauthenticated_rate_limited")
+    );
+}
+
+/// Bad tokens from one address spend only that address's allowance; another address,
+/// and every user's bucket, are untouched.
+#[test]
+fn failed_authentication_spends_the_address_allowance_only() {
+    let mut f = Fixture::with(|c| c["limits"]["unauthenticated"]["requests"] = json!(3));
+    let auth = bearer(&f.token(Alg::EdDSA, json!({})));
+    let get = |f: &mut Fixture, from: &str, auth: &str| {
+        let (got, _) = f.run_as(
+            from,
+            true,
+            "GET",
+            "/api/workspaces/w",
+            &[("authorization", auth)],
+            b"",
+        );
+        (got.status, got.reason)
+    };
+    let rows: Vec<(&str, &str, (u16, &str))> = vec![
+        ("203.0.113.1", "Bearer x.y.z", (401, "token_malformed")),
+        ("203.0.113.1", "Bearer x.y.z", (401, "token_malformed")),
+        ("203.0.113.1", "Basic eA==", (401, "bad_authorization")),
+        (
+            "203.0.113.1",
+            "Bearer x.y.z",
+            (429, "unauthenticated_rate_limited"),
+        ),
+        ("203.0.113.1", &auth, (429, "unauthenticated_rate_limited")),
+        ("203.0.113.2", &auth, (200, "allowed")),
+        ("203.0.113.1", &auth, (200, "allowed")),
+    ];
+    for (i, (from, token, want)) in rows.into_iter().enumerate() {
+        assert_eq!(get(&mut f, from, token), want, "row {i} from {from}");
+    }
+}
+
+fn remote_issuer_fixture(allowance: u32) -> Fixture {
+    Fixture::with(|c| {
+        c["issuers"][1] = json!({"issuer": "remote", "audiences": ["workspace-api"], "algorithms": ["EdDSA"],
+            "remote_jwks": {"cluster": "idp", "authority": "idp", "path": "/jwks"}});
+        c["limits"]["unauthenticated"] = json!({"requests": allowance, "per": "60s"});
+        c["limits"]["max_waiting_for_keys"] = json!(16);
+    })
+}
+
+/// Tokens naming an issuer whose keys are still loading cannot be verified, so holding
+/// them costs the worker and proves nothing: each held request spends a unit of its
+/// address's allowance, and the second run after the wait does not spend it again.
+#[test]
+fn requests_held_for_keys_spend_the_address_allowance() {
+    let mut f = remote_issuer_fixture(3);
+    assert_eq!(f.worker.policy.limits.max_waiting_for_keys, 16);
+    let mut claims = testkit::claims("remote", "workspace-api", "u-1", NOW);
+    claims["iss"] = json!("remote");
+    let held = bearer(&f.keys.sign(Alg::EdDSA, Some("ed"), &claims));
+    let get = |f: &mut Fixture, from: &str, may_wait: bool| {
+        let (got, _) = f.run_as(
+            from,
+            may_wait,
+            "GET",
+            "/api/workspaces/w",
+            &[("authorization", &held)],
+            b"",
+        );
+        (got.status, got.reason)
+    };
+    let wait = (0, "wait");
+    let limited = (429, "unauthenticated_rate_limited");
+    let unavailable = (503, "keys_not_loaded");
+    let rows: Vec<(&str, bool, (u16, &str))> = vec![
+        ("203.0.113.1", true, wait),
+        ("203.0.113.1", false, unavailable),
+        ("203.0.113.1", true, wait),
+        ("203.0.113.1", true, wait),
+        ("203.0.113.1", true, limited),
+        ("203.0.113.1", false, limited),
+        ("203.0.113.2", true, wait),
+        ("203.0.113.2", false, unavailable),
+        ("203.0.113.2", false, unavailable),
+        ("203.0.113.2", true, wait),
+        ("203.0.113.2", true, wait),
+        ("203.0.113.2", true, limited),
+    ];
+    for (i, (from, may_wait, want)) in rows.into_iter().enumerate() {
+        assert_eq!(get(&mut f, from, may_wait), want, "row {i} from {from}");
+    }
+}
+
+/// When shared state cannot be read or written, nothing that depends on it passes: 503
+/// with Retry-After and the `store_error` reason the adapter counts.
+#[test]
+fn store_failures_fail_closed() {
+    let mut f = Fixture::new();
+    let cached = bearer(&f.token(Alg::EdDSA, json!({})));
+    let fresh = bearer(&f.token(Alg::EdDSA, json!({"sub": "u-fresh"})));
+    assert_eq!(
+        f.run(
+            "GET",
+            "/api/workspaces/w",
+            &[("authorization", &cached)],
+            b""
+        )
+        .0
+        .status,
+        200
+    );
+    f.store.down.store(true, Ordering::SeqCst);
+    let store_error = (503, "store_error", Some("1"));
+    let rows: Vec<(&str, &str, &str, &[u8], (u16, &str, Option<&str>))> = vec![
+        ("GET", "/api/workspaces/w", "", b"", store_error),
+        ("GET", "/api/workspaces/w", "Bearer x.y.z", b"", store_error),
+        ("GET", "/api/workspaces/w", &fresh, b"", store_error),
+        (
+            "POST",
+            "/api/workspaces",
+            &cached,
+            br#"{"orgId":"org-1"}"#,
+            store_error,
+        ),
+        // A cached token on a route without a limit needs no shared state.
+        (
+            "GET",
+            "/api/workspaces/w",
+            &cached,
+            b"",
+            (200, "allowed", None),
+        ),
+    ];
+    for (method, path, auth, body, want) in rows {
+        let headers: Vec<(&str, &str)> = if auth.is_empty() {
+            vec![]
+        } else {
+            vec![("authorization", auth)]
+        };
+        let (got, _) = f.run(method, path, &headers, body);
+        assert_eq!(
+            (got.status, got.reason, got.retry_after.as_deref()),
+            want,
+            "{method} {path} {}",
+            auth.get(..12).unwrap_or(auth)
+        );
+    }
+    let mut f = remote_issuer_fixture(3);
+    let mut claims = testkit::claims("remote", "workspace-api", "u-1", NOW);
+    claims["iss"] = json!("remote");
+    let held = bearer(&f.keys.sign(Alg::EdDSA, Some("ed"), &claims));
+    f.store.down.store(true, Ordering::SeqCst);
+    let (got, _) = f.run("GET", "/api/workspaces/w", &[("authorization", &held)], b"");
+    assert_eq!(
+        (got.status, got.reason),
+        (503, "store_error"),
+        "held for keys"
+    );
+}
+
+/// A worker that has not agreed on the shared-state key refuses what needs shared
+/// state; workers that did agree share every bucket, whatever key each drew.
+#[test]
+fn workers_share_one_slot_key() {
+    let mut f = Fixture::with(|c| c["routes"][0]["rate_limit"]["requests"] = json!(2));
+    let auth = bearer(&f.token(Alg::EdDSA, json!({})));
+    let hmac = b"0123456789abcdef0123456789abcdef".to_vec();
+    let create = |f: &mut Fixture| {
+        let (got, _) = f.run(
+            "POST",
+            "/api/workspaces",
+            &[("authorization", &auth)],
+            br#"{"orgId":"org-1"}"#,
+        );
+        (got.status, got.reason)
+    };
+    assert_eq!(create(&mut f), (200, "allowed"));
+    let mut second = Worker::new(Arc::clone(&f.worker.policy), hmac.clone());
+    let first = std::mem::replace(&mut f.worker, Worker::new(Arc::clone(&second.policy), hmac));
+    assert_eq!(create(&mut f), (503, "store_error"), "not initialized");
+    second.init_shared(&f.store, [0xbb; 16]).unwrap();
+    f.worker = second;
+    assert_eq!(create(&mut f), (200, "allowed"), "the second of two");
+    f.worker = first;
+    assert_eq!(
+        create(&mut f),
+        (429, "rate_limited"),
+        "spent on the other worker"
+    );
+}
+
+#[test]
+fn limits_for_shared_state_and_waiting_requests() {
+    let keys = Keys::new(1);
+    let policy = Policy::from_json(config(&keys).to_string().as_bytes()).unwrap();
+    assert_eq!(
+        (
+            policy.limits.rate_limit_slots,
+            policy.limits.unauthenticated_slots,
+            policy.limits.max_waiting_for_keys
+        ),
+        (4096, 4096, 64),
+        "defaults"
+    );
+    let cases: Vec<(Value, Result<(u32, usize), &str>)> = vec![
+        (
+            json!({"unauthenticated_slots": 16, "max_waiting_for_keys": 1}),
+            Ok((16, 1)),
+        ),
+        (json!({"max_waiting_for_keys": 10_000}), Ok((4096, 10_000))),
+        (
+            json!({"unauthenticated_slots": 0}),
+            Err("limits.unauthenticated_slots"),
+        ),
+        (
+            json!({"max_waiting_for_keys": 0}),
+            Err("limits.max_waiting_for_keys"),
+        ),
+        (
+            json!({"max_waiting_for_keys": 10_001}),
+            Err("limits.max_waiting_for_keys"),
+        ),
+        (
+            json!({"max_waiting_for_keys": -1}),
+            Err("limits.max_waiting_for_keys"),
+        ),
+    ];
+    for (limits, want) in cases {
+        let mut cfg = config(&keys);
+        merge(&mut cfg["limits"], limits.clone());
+        let got = Policy::from_json(cfg.to_string().as_bytes())
+            .map(|p| {
+                (
+                    p.limits.unauthenticated_slots,
+                    p.limits.max_waiting_for_keys,
+                )
+            })
+            .map_err(|e| e.field);
+        assert_eq!(got, want.map_err(str::to_owned), "{limits}");
     }
 }

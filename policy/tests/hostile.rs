@@ -38,11 +38,11 @@ fn worker(keys: &Keys) -> (Worker, MemoryStore) {
     });
     let policy = Policy::from_json(cfg.to_string().as_bytes()).unwrap();
     let store = MemoryStore::new();
-    let w = Worker::new(
+    let mut w = Worker::new(
         Arc::new(policy),
         b"0123456789abcdef0123456789abcdef".to_vec(),
     );
-    w.init_shared(&store).unwrap();
+    w.init_shared(&store, [7u8; 16]).unwrap();
     (w, store)
 }
 

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use edge_policy::idempotency::{self, Begin, Records};
 use edge_policy::jwt::Alg;
-use edge_policy::ratelimit::{Bucket, Limiter};
+use edge_policy::ratelimit::{self, Bucket, Limiter};
+use edge_policy::slots::{SlotKey, Table};
 use edge_policy::store::MemoryStore;
 use edge_policy::testkit::{self, Keys};
 use edge_policy::{request_id, Host, Pending, Policy, RequestHead, Step, Worker};
@@ -72,7 +73,7 @@ fn jwt_algorithms_attacks_permissions_and_rate_limits() {
     let keys = Keys::new(5);
     let mut w = worker(&keys);
     let store = MemoryStore::new();
-    w.init_shared(&store).unwrap();
+    w.init_shared(&store, [9; 16]).unwrap();
     let claims = testkit::claims("iss", "api", "u-1", NOW);
     let body = br#"{"orgId":"org-1"}"#;
     assert_eq!(
@@ -153,10 +154,15 @@ fn request_ids() {
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn token_buckets_and_idempotency_records() {
     let store = MemoryStore::new();
+    let key = SlotKey::new([9; 16]);
     let l = Limiter {
-        store: &store,
-        namespace: "w",
-        slots: 4,
+        table: Table {
+            store: &store,
+            namespace: "w",
+            name: ratelimit::USERS,
+            slots: 4,
+            key: &key,
+        },
     };
     let b = Bucket {
         capacity: 1,
@@ -176,6 +182,7 @@ fn token_buckets_and_idempotency_records() {
         store: &store,
         namespace: "w",
         settings: &settings,
+        key: &key,
     };
     let p = idempotency::payload_hash("POST", "/x", b"{}");
     let Begin::Proceed(claim) = r.begin("u", "k", p, 0, 1).unwrap() else {

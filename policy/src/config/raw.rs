@@ -211,9 +211,16 @@ pub struct RawLimits {
         deserialize_with = "duration::deserialize"
     )]
     pub key_wait: Duration,
-    /// Number of hashed rate-limit slots in shared data (memory bound).
+    /// Number of hashed slots of per-user buckets in shared data (memory bound).
     #[serde(default = "default_rl_slots")]
     pub rate_limit_slots: u32,
+    /// Number of hashed slots of per-address allowances in shared data (memory bound),
+    /// apart from the per-user ones so failed authentications never displace them.
+    #[serde(default = "default_unauth_slots")]
+    pub unauthenticated_slots: u32,
+    /// How many requests one worker holds at once while their issuer's keys load.
+    #[serde(default = "default_max_waiting")]
+    pub max_waiting_for_keys: u32,
     /// Verified tokens cached per worker.
     #[serde(default = "default_token_cache")]
     pub token_cache_entries: usize,
@@ -227,6 +234,8 @@ impl Default for RawLimits {
             unauthenticated: default_unauth(),
             key_wait: default_key_wait(),
             rate_limit_slots: default_rl_slots(),
+            unauthenticated_slots: default_unauth_slots(),
+            max_waiting_for_keys: default_max_waiting(),
             token_cache_entries: default_token_cache(),
         }
     }
@@ -249,6 +258,12 @@ fn default_key_wait() -> Duration {
 }
 fn default_rl_slots() -> u32 {
     4096
+}
+fn default_unauth_slots() -> u32 {
+    4096
+}
+fn default_max_waiting() -> u32 {
+    64
 }
 fn default_token_cache() -> usize {
     1024
