@@ -333,7 +333,8 @@ impl Worker {
                 }
             }
             if let Some(bucket) = route.rate_limit {
-                let who: [&[u8]; 2] = [route.name.as_bytes(), verified.identity.sub.as_bytes()];
+                let principal = verified.principal();
+                let who: [&[u8]; 2] = [route.name.as_bytes(), principal.as_bytes()];
                 let decision = match self
                     .limiter(host.store)
                     .check(bucket, &who, host.now_ms, true)
@@ -461,8 +462,8 @@ impl Worker {
                 settings: &policy.idempotency,
                 key: &self.slot_key,
             };
-            let sub = verified.identity.sub.clone();
-            match records.begin(&sub, &key, payload, host.now_ms, generation) {
+            let principal = verified.principal();
+            match records.begin(&principal, &key, payload, host.now_ms, generation) {
                 Ok(Begin::Proceed(claim)) => pending.claim = Some(claim),
                 Ok(Begin::InFlight) => return pending.reject(catalogue::idempotency_in_flight()),
                 Ok(Begin::Mismatch) => return pending.reject(catalogue::idempotency_mismatch()),

@@ -169,6 +169,16 @@ pub struct Verified {
     pub expires_at: i64,
 }
 
+impl Verified {
+    /// Who the caller is across issuers: the (issuer, subject) pair, unambiguously encoded.
+    /// Two trusted issuers may each have a user `u-1`; they are different principals for
+    /// rate limits and idempotency keys.
+    pub fn principal(&self) -> String {
+        let iss = self.claims.get("iss").and_then(Value::as_str).unwrap_or("");
+        format!("{}:{iss}{}", iss.len(), self.identity.sub)
+    }
+}
+
 /// What to check a token against.
 pub struct Verifier<'a> {
     /// Configured issuers.

@@ -1391,3 +1391,43 @@ fn limits_for_shared_state_and_waiting_requests() {
         assert_eq!(got, want.map_err(str::to_owned), "{limits}");
     }
 }
+
+/// The same `sub` from two trusted issuers is two users: separate idempotency keys and
+/// rate-limit buckets.
+#[test]
+fn the_principal_is_issuer_and_subject() {
+    let mut f = Fixture::new();
+    let body = br#"{"orgId":"org-1","name":"a"}"#;
+    let from = |iss: &str| {
+        let mut c = testkit::claims(iss, "workspace-api", "u-alice", NOW);
+        c["orgs"] = json!({"org-1": ["owner"]});
+        bearer(&f.keys.sign(Alg::EdDSA, Some("ed"), &c))
+    };
+    let (a, b) = (from("test-iss"), from("ed-only"));
+    let key = ("idempotency-key", "shared-key");
+    let (got, first) = f.run(
+        "POST",
+        "/api/workspaces",
+        &[("authorization", &a), key],
+        body,
+    );
+    assert_eq!(got.status, 200);
+    assert!(first.holds_claim());
+    // Same key, same sub, other issuer: not the first request's retry (no 409, no replay).
+    let (got, second) = f.run(
+        "POST",
+        "/api/workspaces",
+        &[("authorization", &b), key],
+        body,
+    );
+    assert_eq!((got.status, got.reason), (200, "allowed"));
+    assert!(second.holds_claim());
+    // The same issuer again is the retry of the first.
+    let (got, _) = f.run(
+        "POST",
+        "/api/workspaces",
+        &[("authorization", &a), key],
+        body,
+    );
+    assert_eq!((got.status, got.reason), (409, "idempotency_in_flight"));
+}
