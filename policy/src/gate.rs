@@ -297,8 +297,10 @@ impl Worker {
                 request_id: &pending.request_id,
                 method: req.method,
                 path: req.path,
+                body: &[],
             },
             host.now_ms / 1000,
+            (host.random)(),
         );
         pending.remove_headers = FORWARDED_HEADERS.iter().map(|h| (*h).to_owned()).collect();
         pending.set_headers = vec![

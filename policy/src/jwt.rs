@@ -297,7 +297,9 @@ fn check_claims(config: &Issuer, claims: AnyClaims, now: i64) -> Result<Verified
     if !audience_ok {
         return Err(TokenError::WrongAudience);
     }
-    let identity = identity_from(&custom)?;
+    // The issuer the token was verified against (its `iss` selected `config`), so the
+    // backend can tell two issuers' equal `sub`s apart.
+    let identity = identity_from(&config.issuer, &custom)?;
     let mut all = custom;
     all.insert("exp".into(), Value::from(exp));
     Ok(Verified {
@@ -307,7 +309,7 @@ fn check_claims(config: &Issuer, claims: AnyClaims, now: i64) -> Result<Verified
     })
 }
 
-fn identity_from(c: &Map<String, Value>) -> Result<Identity, TokenError> {
+fn identity_from(iss: &str, c: &Map<String, Value>) -> Result<Identity, TokenError> {
     let text = |name: &'static str| -> Result<Option<String>, TokenError> {
         match c.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -341,6 +343,7 @@ fn identity_from(c: &Map<String, Value>) -> Result<Identity, TokenError> {
         Some(v) => strings(v).ok_or(TokenError::MalformedClaims("perms"))?,
     };
     Ok(Identity {
+        iss: iss.to_owned(),
         sub,
         email: text("email")?,
         email_verified,
