@@ -1,4 +1,4 @@
-//! The request pipeline: request ID, language, routing, body size, the
+//! The request pipeline: request ID, language, readable headers, routing, body size, the
 //! gateway identity (signature, then nonce), then the handler; and the one place a
 //! [`Problem`] becomes a response.
 
@@ -72,6 +72,7 @@ pub fn handle(req: &ApiRequest, env: &Env<'_>) -> ApiResponse {
 }
 
 fn dispatch(req: &ApiRequest, env: &Env<'_>) -> Result<ApiResponse, Problem> {
+    readable_headers(req)?;
     let route = Route::parse(&req.path).ok_or(Problem::new(Kind::NotFound))?;
     let allowed = route.allowed();
     if !allowed.contains(&req.method.as_str()) {
@@ -100,6 +101,17 @@ fn dispatch(req: &ApiRequest, env: &Env<'_>) -> Result<ApiResponse, Problem> {
     }
 }
 
+/// Refuses a request whose interpreted headers cannot be read as they are: reading them
+/// some other way (a lossy conversion) could make the backend act on a value the gateway
+/// never saw.
+fn readable_headers(req: &ApiRequest) -> Result<(), Problem> {
+    match req.unreadable_header() {
+        None => Ok(()),
+        Some("idempotency-key") => Err(Problem::new(Kind::InvalidIdempotencyKey)),
+        Some(name) => Err(Problem::with_arg(Kind::InvalidHeader, name)),
+    }
+}
+
 fn unauthenticated(reason: &str) -> Problem {
     Problem {
         cause: Some(format!("gateway identity refused: {reason}")),
@@ -117,6 +129,11 @@ fn authenticate(req: &ApiRequest, env: &Env<'_>) -> Result<Identity, Problem> {
         )),
         ..Problem::new(Kind::Internal)
     })?;
+    let text = |name| {
+        req.text(name)
+            .map(Option::unwrap_or_default)
+            .map_err(|_| unauthenticated("header not UTF-8"))
+    };
     let path = req.path_and_query();
     let request = gateway_identity::Request {
         request_id: req.header("x-request-id").unwrap_or(""),
@@ -127,8 +144,8 @@ fn authenticate(req: &ApiRequest, env: &Env<'_>) -> Result<Identity, Problem> {
     let now = env.now.timestamp();
     let verified = verifier
         .verify(
-            req.header(IDENTITY_HEADER).unwrap_or(""),
-            req.header(SIGNATURE_HEADER).unwrap_or(""),
+            text(IDENTITY_HEADER)?,
+            text(SIGNATURE_HEADER)?,
             &request,
             u64::try_from(now).unwrap_or(0),
         )

@@ -856,6 +856,70 @@ fn an_empty_query_or_a_fragment_is_signed_and_verified_alike() {
 }
 
 #[test]
+fn headers_the_service_reads_must_be_text_and_others_are_ignored() {
+    let api = Api::new();
+    let cases: [(&str, &[u8], u16, &str); 9] = [
+        (
+            "x-request-id",
+            b"0b8a3c1e-6d0f-4a34-8f5e-2b7c9d1e0f3\xe9",
+            400,
+            "invalid-header",
+        ),
+        ("idempotency-key", b"k-\xff", 400, "invalid-idempotency-key"),
+        (
+            "content-type",
+            b"application/json; charset=\xff",
+            400,
+            "invalid-header",
+        ),
+        ("accept-language", b"fr-\xc3", 400, "invalid-header"),
+        ("content-length", b"1\xa02", 400, "invalid-header"),
+        ("content-length", b"+5", 400, "invalid-header"),
+        ("x-edge-identity", b"\xff", 401, "unauthenticated"),
+        ("x-edge-signature", b"t=1,\xff", 401, "unauthenticated"),
+        ("x-note", b"caf\xe9 \xff", 201, ""),
+    ];
+    for (name, value, status, slug) in cases {
+        // The hostile value comes first: it is the one a first-value reader would use.
+        let req = ApiRequest::new("POST", "/api/workspaces")
+            .with_header_bytes(name, value)
+            .with_header("content-type", "application/json")
+            .with_body(seed_body().to_string());
+        let r = api.run(sign(&owner(), req));
+        assert_eq!(
+            r.status,
+            status,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        if status == 400 {
+            assert_eq!(problem_type(&r), slug, "{name}");
+            assert_eq!(r.header("content-language"), Some("en"), "{name}");
+            let request_id = r.header("x-request-id").unwrap_or("");
+            assert_eq!(r.json_body()["requestId"], request_id, "{name}");
+            assert_eq!(
+                uuid::Uuid::parse_str(request_id).map(|u| u.get_version_num()),
+                Ok(4),
+                "{name}"
+            );
+            if slug == "invalid-header" {
+                assert!(
+                    r.json_body()["detail"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains(name),
+                    "{name}"
+                );
+            }
+        } else if status == 401 {
+            assert_eq!(problem_type(&r), slug, "{name}");
+        }
+    }
+    // Only the request with the uninterpreted header created anything.
+    assert_eq!(listed(&api), 1);
+}
+
+#[test]
 fn the_same_subject_from_two_issuers_is_two_users() {
     let api = Api::new();
     let from = |iss: &str| Identity {
