@@ -1,5 +1,6 @@
-//! The request pipeline: request ID, language, routing, the gateway identity, then the
-//! handler; and the one place a [`Problem`] becomes a response.
+//! The request pipeline: request ID, language, readable headers, routing, body size, the
+//! gateway identity (signature, then nonce), then the handler; and the one place a
+//! [`Problem`] becomes a response.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use gateway_identity::{Identity, Verifier, IDENTITY_HEADER, SIGNATURE_HEADER};
@@ -8,6 +9,7 @@ use crate::handlers;
 use crate::http::{ApiRequest, ApiResponse, MAX_BODY_BYTES};
 use crate::i18n::Lang;
 use crate::problem::{Kind, Problem};
+use crate::replay::{self, Seen};
 use crate::router::Route;
 use crate::store::Kv;
 
@@ -51,8 +53,10 @@ pub fn handle(req: &ApiRequest, env: &Env<'_>) -> ApiResponse {
     let response = match dispatch(req, env) {
         Ok(response) => response,
         Err(problem) => {
-            if problem.kind.status() >= 500 {
-                // The request ID ties this line to what the client saw; no secret is in `cause`.
+            if problem.kind.status() >= 500 || problem.kind == Kind::Unauthenticated {
+                // The request ID ties this line to what the client saw; no secret is in
+                // `cause`. A 401 is logged with its reason (stale, replayed, …), which the
+                // client is not told.
                 eprintln!(
                     "request {request_id}: {} {}: {} ({})",
                     req.method,
@@ -68,6 +72,7 @@ pub fn handle(req: &ApiRequest, env: &Env<'_>) -> ApiResponse {
 }
 
 fn dispatch(req: &ApiRequest, env: &Env<'_>) -> Result<ApiResponse, Problem> {
+    readable_headers(req)?;
     let route = Route::parse(&req.path).ok_or(Problem::new(Kind::NotFound))?;
     let allowed = route.allowed();
     if !allowed.contains(&req.method.as_str()) {
@@ -76,13 +81,14 @@ fn dispatch(req: &ApiRequest, env: &Env<'_>) -> Result<ApiResponse, Problem> {
             Problem::with_arg(Kind::MethodNotAllowed, allow.clone()).with_header("allow", &allow)
         );
     }
-    let identity = authenticate(req, env)?;
+    // Before authentication: the signature covers the whole body, which was not read.
     if req.body_too_large {
         return Err(Problem::with_arg(
             Kind::PayloadTooLarge,
             MAX_BODY_BYTES.to_string(),
         ));
     }
+    let identity = authenticate(req, env)?;
     let ctx = Ctx { req, env, identity };
     match (route, req.method.as_str()) {
         (Route::Workspaces, "POST") => handlers::workspaces::create(&ctx),
@@ -95,7 +101,26 @@ fn dispatch(req: &ApiRequest, env: &Env<'_>) -> Result<ApiResponse, Problem> {
     }
 }
 
-/// The caller, from the gateway's signed identity headers.
+/// Refuses a request whose interpreted headers cannot be read as they are: reading them
+/// some other way (a lossy conversion) could make the backend act on a value the gateway
+/// never saw.
+fn readable_headers(req: &ApiRequest) -> Result<(), Problem> {
+    match req.unreadable_header() {
+        None => Ok(()),
+        Some("idempotency-key") => Err(Problem::new(Kind::InvalidIdempotencyKey)),
+        Some(name) => Err(Problem::with_arg(Kind::InvalidHeader, name)),
+    }
+}
+
+fn unauthenticated(reason: &str) -> Problem {
+    Problem {
+        cause: Some(format!("gateway identity refused: {reason}")),
+        ..Problem::new(Kind::Unauthenticated).with_header("www-authenticate", "Bearer")
+    }
+}
+
+/// The caller, from the gateway's signed identity headers: an authentic, fresh signature
+/// over this very request (body included) whose nonce was never accepted before.
 fn authenticate(req: &ApiRequest, env: &Env<'_>) -> Result<Identity, Problem> {
     let verifier = env.verifier.ok_or_else(|| Problem {
         cause: Some(format!(
@@ -104,19 +129,79 @@ fn authenticate(req: &ApiRequest, env: &Env<'_>) -> Result<Identity, Problem> {
         )),
         ..Problem::new(Kind::Internal)
     })?;
+    let text = |name| {
+        req.text(name)
+            .map(Option::unwrap_or_default)
+            .map_err(|_| unauthenticated("header not UTF-8"))
+    };
     let path = req.path_and_query();
     let request = gateway_identity::Request {
         request_id: req.header("x-request-id").unwrap_or(""),
         method: &req.method,
         path: &path,
+        body: &req.body,
     };
-    let now = u64::try_from(env.now.timestamp()).unwrap_or(0);
-    verifier
+    let now = env.now.timestamp();
+    let verified = verifier
         .verify(
-            req.header(IDENTITY_HEADER).unwrap_or(""),
-            req.header(SIGNATURE_HEADER).unwrap_or(""),
+            text(IDENTITY_HEADER)?,
+            text(SIGNATURE_HEADER)?,
             &request,
-            now,
+            u64::try_from(now).unwrap_or(0),
         )
-        .map_err(|_| Problem::new(Kind::Unauthenticated).with_header("www-authenticate", "Bearer"))
+        .map_err(|e| unauthenticated(e.reason()))?;
+    let until = verifier.accepted_until(verified.timestamp);
+    match replay::remember(env.kv, &verified.nonce_text(), until, now)? {
+        Seen::First => Ok(verified.identity),
+        Seen::Again => Err(unauthenticated("replayed_nonce")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use gateway_identity::{Identity, Signer};
+
+    use super::*;
+    use crate::store::MemoryKv;
+
+    const KEY: &[u8] = b"test-gateway-key-0123456789abcdef";
+
+    #[test]
+    fn a_replay_is_the_same_401_as_a_forgery_but_logged_apart() {
+        let kv = MemoryKv::new();
+        let verifier = Verifier::new(vec![KEY.to_vec()]);
+        let env = Env {
+            kv: &kv,
+            verifier: Some(&verifier),
+            now: Utc.timestamp_opt(1_795_000_000, 0).unwrap(),
+            new_uuid: &uuid::Uuid::nil,
+        };
+        let who = Identity {
+            iss: "https://idp.example".into(),
+            sub: "u-1".into(),
+            ..Identity::default()
+        };
+        let req = ApiRequest::new("GET", "/api/workspaces/w-1").with_header("x-request-id", "r");
+        let gateway = gateway_identity::Request {
+            request_id: "r",
+            method: "GET",
+            path: "/api/workspaces/w-1",
+            body: b"",
+        };
+        let signed = Signer::new(KEY.to_vec()).sign(&who, &gateway, 1_795_000_000, [1; 16]);
+        let req = req
+            .with_header(IDENTITY_HEADER, &signed.identity)
+            .with_header(SIGNATURE_HEADER, &signed.signature);
+        assert_eq!(authenticate(&req, &env), Ok(who));
+        let replayed = authenticate(&req, &env).unwrap_err();
+        let mut forged = req.clone();
+        forged.method = "PUT".into();
+        let forged = authenticate(&forged, &env).unwrap_err();
+        let cause = |p: &Problem| p.cause.clone().unwrap_or_default();
+        assert_eq!(cause(&replayed), "gateway identity refused: replayed_nonce");
+        assert_eq!(cause(&forged), "gateway identity refused: bad_signature");
+        let render = |p: &Problem| p.to_response(Lang::En, "/x", "r");
+        assert_eq!(render(&replayed), render(&forged));
+    }
 }

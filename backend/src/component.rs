@@ -37,21 +37,14 @@ async fn read(req: IncomingRequest) -> ApiRequest {
     let method = req.method().to_string();
     let path_and_query = req.path_with_query().unwrap_or_else(|| "/".into());
     let mut api = ApiRequest::new(&method, &path_and_query);
+    // Values stay bytes: whether one is acceptable text is the pipeline's decision.
     api.headers = req
         .headers()
         .entries()
         .into_iter()
-        .map(|(name, value)| {
-            (
-                name.to_ascii_lowercase(),
-                String::from_utf8_lossy(&value).into_owned(),
-            )
-        })
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
         .collect();
-    let declared: Option<usize> = api
-        .header("content-length")
-        .and_then(|v| v.trim().parse().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+    if api.declared_length().is_some_and(|n| n > MAX_BODY_BYTES) {
         api.body_too_large = true;
         return api;
     }

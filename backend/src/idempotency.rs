@@ -1,4 +1,5 @@
-//! Durable idempotency (draft-ietf-httpapi-idempotency-key-header), scoped per user.
+//! Durable idempotency (draft-ietf-httpapi-idempotency-key-header), scoped per user: the
+//! user is the caller's principal (issuer and subject), never the subject alone.
 //!
 //! A key is claimed by writing a `pending` record carrying the request's fingerprint, so two
 //! backend instances (or two gateway replicas) cannot both run the same create. The winner
@@ -146,7 +147,7 @@ fn in_flight() -> Problem {
     Problem::new(Kind::IdempotencyInFlight).with_header("retry-after", "1")
 }
 
-/// Claims `key` for `user`, or tells why not: 409 while the first request runs, 422 when
+/// Claims `key` for `user` (a [`gateway_identity::Identity::principal`]), or tells why not: 409 while the first request runs, 422 when
 /// the key was used for a different request, a replay when it completed.
 pub fn begin(
     kv: &dyn Kv,

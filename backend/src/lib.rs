@@ -20,6 +20,7 @@ pub mod idempotency;
 mod messages;
 pub mod model;
 pub mod problem;
+pub mod replay;
 pub mod repo;
 pub mod router;
 pub mod store;

@@ -19,6 +19,9 @@ pub enum Kind {
     InvalidQuery,
     /// 400: v3 needs the caller's company and the identity names none unambiguously.
     CompanyRequired,
+    /// 400: a header the service reads has a value it cannot read (not UTF-8 text, or a
+    /// `Content-Length` that is not a number).
+    InvalidHeader,
     /// 401: no valid gateway identity.
     Unauthenticated,
     /// 403: the caller lacks the permission on this organization.
@@ -281,6 +284,7 @@ mod tests {
             InvalidIdempotencyKey,
             InvalidQuery,
             CompanyRequired,
+            InvalidHeader,
             Unauthenticated,
             Forbidden,
             CreationDisabled,

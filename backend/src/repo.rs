@@ -1,8 +1,9 @@
 //! The key layout and every read and write of the service's data.
 //!
-//! Every key is written by exactly one request, except counters (atomic `increment`) and
-//! idempotency records (compare-and-swap), so concurrent creates never overwrite each other
-//! and no operation needs a transaction:
+//! Every key is written by exactly one request, except counters (atomic `increment`),
+//! idempotency records (compare-and-swap) and the nonce queue's slots (deleted by the one
+//! request that drew the slot's sweeping ticket), so concurrent requests never overwrite
+//! each other and no operation needs a transaction:
 //!
 //! | key | value | written by |
 //! |---|---|---|
@@ -10,10 +11,20 @@
 //! | `org/{orgId}/seq` | counter: workspaces ever created in the org | `increment` |
 //! | `org/{orgId}/idx/{n:020}` | the `n`-th workspace ID | the create that drew `n` |
 //! | `org/{orgId}/settings` | [`OrgSettings`] JSON | `PUT /api/orgs/{orgId}/settings` |
-//! | `member/{workspaceId}/{sub}` | [`Membership`] JSON | its create |
+//! | `member/{workspaceId}/{principal-hash}` | [`Membership`] JSON | its create |
 //! | `v3/seq` | counter: last v3 ID | `increment` |
 //! | `v3/ws/{id}` | [`V3Workspace`] JSON | its create |
-//! | `idem/{user-hash}/{key-hash}` | idempotency record | compare-and-swap |
+//! | `member/v3-{id}/{principal-hash}` | [`Membership`] JSON | its create |
+//! | `idem/{principal-hash}/{key-hash}` | idempotency record | compare-and-swap |
+//! | `idem/{principal-hash}/{key-hash}#claims` | counter: the last claim election | `increment` |
+//! | `nonce/{nonce}` | counter: acceptances of a gateway nonce | `increment` ([`crate::replay`]) |
+//! | `nonceq/head`, `nonceq/tail` | counters: last queue slot drawn, last swept | `increment` |
+//! | `nonceq/{n:020}` | `{forget-after} {nonce}` | the request that drew `n`; deleted by its sweeper |
+//!
+//! The principal is [`gateway_identity::Identity::principal`] (issuer and subject), hashed
+//! so keys stay short and free of characters an issuer chose.
+
+use sha2::{Digest, Sha256};
 
 use crate::model::{Membership, OrgSettings, V3Workspace, Workspace};
 use crate::store::{Kv, StoreError};
@@ -33,8 +44,10 @@ fn idx_key(org: &str, n: i64) -> String {
 fn settings_key(org: &str) -> String {
     format!("org/{org}/settings")
 }
-fn member_key(ws: &str, sub: &str) -> String {
-    format!("member/{ws}/{sub}")
+fn member_key(ws: &str, principal: &str) -> String {
+    let hash = Sha256::digest(principal.as_bytes());
+    let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("member/{ws}/{hex}")
 }
 const V3_SEQ: &str = "v3/seq";
 fn v3_key(id: i64) -> String {
@@ -73,9 +86,13 @@ pub fn get_workspace(kv: &dyn Kv, id: &str) -> Result<Option<Workspace>, StoreEr
     get_json(kv, &ws_key(id))
 }
 
-/// The caller's membership of a workspace, if any.
-pub fn get_membership(kv: &dyn Kv, ws: &str, sub: &str) -> Result<Option<Membership>, StoreError> {
-    get_json(kv, &member_key(ws, sub))
+/// The membership of `principal` in a workspace, if any.
+pub fn get_membership(
+    kv: &dyn Kv,
+    ws: &str,
+    principal: &str,
+) -> Result<Option<Membership>, StoreError> {
+    get_json(kv, &member_key(ws, principal))
 }
 
 /// One page of an organization's workspaces in creation order, starting at slot `from`
@@ -132,11 +149,11 @@ pub fn get_v3(kv: &dyn Kv, id: i64) -> Result<Option<V3Workspace>, StoreError> {
     get_json(kv, &v3_key(id))
 }
 
-/// The caller's membership of a v3 workspace, if any.
+/// The membership of `principal` in a v3 workspace, if any.
 pub fn get_v3_membership(
     kv: &dyn Kv,
     id: i64,
-    sub: &str,
+    principal: &str,
 ) -> Result<Option<Membership>, StoreError> {
-    get_json(kv, &member_key(&format!("v3-{id}"), sub))
+    get_json(kv, &member_key(&format!("v3-{id}"), principal))
 }

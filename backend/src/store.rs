@@ -26,7 +26,9 @@ impl std::error::Error for StoreError {}
 /// Hosts differ in one respect callers must respect: a compare-and-swap from *absent*
 /// (`expected: None`) is an insert-if-absent under the local runner but an unconditional
 /// write under `spin up`'s SQLite store, so it must never be what decides between two
-/// writers. `increment` and a compare-and-swap from a present value are atomic everywhere.
+/// writers. `increment` and a compare-and-swap from a present value are atomic everywhere,
+/// so "insert if absent" is spelled `increment(key, 1) == 1` (the seen-nonce records of
+/// `replay`) or an election on a counter (`idempotency`).
 pub trait Kv {
     /// The value of `key`, if any.
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;

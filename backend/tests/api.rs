@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{TimeZone, Utc};
 use gateway_identity::{Identity, Signer, Verifier, IDENTITY_HEADER, SIGNATURE_HEADER};
@@ -18,6 +19,7 @@ const KEY: &[u8] = b"test-gateway-key-0123456789abcdef";
 const ORG: &str = "a1b2c3d4-5678-90ef-1234-567890abcdef";
 const OTHER_ORG: &str = "b1b2c3d4-5678-90ef-1234-567890abcdef";
 const NOW: i64 = 1_795_000_000;
+const ISSUER: &str = "https://idp.example";
 
 fn seed_body() -> Value {
     json!({
@@ -40,6 +42,7 @@ fn user(sub: &str, orgs: &[(&str, &str)]) -> Identity {
         map.insert((*org).to_owned(), vec![(*role).to_owned()]);
     }
     Identity {
+        iss: ISSUER.into(),
         sub: sub.into(),
         orgs: map,
         ..Identity::default()
@@ -97,20 +100,31 @@ impl Api {
     }
 }
 
+/// `req` with the headers the gateway adds for `who`: a fresh nonce each time, as the
+/// gateway draws one per request (a client's retry is a new request to it).
 fn sign(who: &Identity, req: ApiRequest) -> ApiRequest {
+    let path = req.path_and_query();
+    sign_as(who, req, &path)
+}
+
+/// `req` signed as the gateway signs a request whose `:path` was `path`.
+fn sign_as(who: &Identity, req: ApiRequest, path: &str) -> ApiRequest {
+    static NONCES: AtomicU64 = AtomicU64::new(1);
     let rid = "0b8a3c1e-6d0f-4a34-8f5e-2b7c9d1e0f3a";
     let req = if req.header("x-request-id").is_some() {
         req
     } else {
         req.with_header("x-request-id", rid)
     };
-    let path = req.path_and_query();
     let r = gateway_identity::Request {
         request_id: req.header("x-request-id").unwrap_or(""),
         method: &req.method,
-        path: &path,
+        path,
+        body: &req.body,
     };
-    let signed = Signer::new(KEY.to_vec()).sign(who, &r, NOW as u64);
+    let mut nonce = [0; 16];
+    nonce[..8].copy_from_slice(&NONCES.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    let signed = Signer::new(KEY.to_vec()).sign(who, &r, NOW as u64, nonce);
     req.with_header(IDENTITY_HEADER, &signed.identity)
         .with_header(SIGNATURE_HEADER, &signed.signature)
 }
@@ -753,4 +767,197 @@ fn v3_idempotency_spans_encodings() {
         (201, 201, Some("true"))
     );
     assert_eq!(a.json_body()["id"], b.json_body()["id"]);
+}
+
+/// The number of workspaces the seed organization lists.
+fn listed(api: &Api) -> usize {
+    api.get(&owner(), &format!("/api/workspaces?orgId={ORG}&limit=100"))
+        .json_body()["data"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+#[test]
+fn a_signed_header_set_is_accepted_once_and_only_with_its_body() {
+    let api = Api::new();
+    let create = |body: &str| {
+        ApiRequest::new("POST", "/api/workspaces")
+            .with_header("content-type", "application/json")
+            .with_body(body.to_owned())
+    };
+    let body = seed_body().to_string();
+    let mut other = seed_body();
+    other["orgId"] = json!(OTHER_ORG);
+    let other = other.to_string();
+    // Captured off the wire: the gateway's headers for one create.
+    let captured = sign(&owner(), create(&body));
+    let with_body = |b: &str| ApiRequest {
+        body: b.as_bytes().to_vec(),
+        ..captured.clone()
+    };
+    let cases = [
+        (
+            "the headers on another body (before the original)",
+            with_body(&other),
+            401,
+        ),
+        ("the original request", with_body(&body), 201),
+        ("the same request again", with_body(&body), 401),
+        (
+            "the headers on another body (after)",
+            with_body(&other),
+            401,
+        ),
+        ("the headers on an empty body", with_body(""), 401),
+        (
+            "a new signature for the same request",
+            sign(&owner(), create(&body)),
+            201,
+        ),
+    ];
+    for (name, req, status) in cases {
+        let r = api.run(req);
+        assert_eq!(
+            r.status,
+            status,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        if status == 401 {
+            assert_eq!(problem_type(&r), "unauthenticated", "{name}");
+            assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{name}");
+        }
+    }
+    assert_eq!(listed(&api), 2);
+}
+
+#[test]
+fn an_empty_query_or_a_fragment_is_signed_and_verified_alike() {
+    let api = Api::new();
+    // (what the gateway saw as :path, what the backend's host handed it)
+    let cases = [
+        ("/api/workspaces?", "/api/workspaces?"),
+        ("/api/workspaces?", "/api/workspaces"),
+        ("/api/workspaces", "/api/workspaces?"),
+        ("/api/workspaces?#top", "/api/workspaces"),
+        ("/api/workspaces#top", "/api/workspaces"),
+    ];
+    for (signed, received) in cases {
+        let req = ApiRequest::new("POST", received)
+            .with_header("content-type", "application/json")
+            .with_body(seed_body().to_string());
+        let r = api.run(sign_as(&owner(), req, signed));
+        assert_eq!(r.status, 201, "{signed} -> {received}");
+    }
+    // A query is not dropped: signed without it, received with it, refused.
+    let req = ApiRequest::new("GET", &format!("/api/workspaces?orgId={ORG}"));
+    let r = api.run(sign_as(&owner(), req, "/api/workspaces"));
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn headers_the_service_reads_must_be_text_and_others_are_ignored() {
+    let api = Api::new();
+    let cases: [(&str, &[u8], u16, &str); 9] = [
+        (
+            "x-request-id",
+            b"0b8a3c1e-6d0f-4a34-8f5e-2b7c9d1e0f3\xe9",
+            400,
+            "invalid-header",
+        ),
+        ("idempotency-key", b"k-\xff", 400, "invalid-idempotency-key"),
+        (
+            "content-type",
+            b"application/json; charset=\xff",
+            400,
+            "invalid-header",
+        ),
+        ("accept-language", b"fr-\xc3", 400, "invalid-header"),
+        ("content-length", b"1\xa02", 400, "invalid-header"),
+        ("content-length", b"+5", 400, "invalid-header"),
+        ("x-edge-identity", b"\xff", 401, "unauthenticated"),
+        ("x-edge-signature", b"t=1,\xff", 401, "unauthenticated"),
+        ("x-note", b"caf\xe9 \xff", 201, ""),
+    ];
+    for (name, value, status, slug) in cases {
+        // The hostile value comes first: it is the one a first-value reader would use.
+        let req = ApiRequest::new("POST", "/api/workspaces")
+            .with_header_bytes(name, value)
+            .with_header("content-type", "application/json")
+            .with_body(seed_body().to_string());
+        let r = api.run(sign(&owner(), req));
+        assert_eq!(
+            r.status,
+            status,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        if status == 400 {
+            assert_eq!(problem_type(&r), slug, "{name}");
+            assert_eq!(r.header("content-language"), Some("en"), "{name}");
+            let request_id = r.header("x-request-id").unwrap_or("");
+            assert_eq!(r.json_body()["requestId"], request_id, "{name}");
+            assert_eq!(
+                uuid::Uuid::parse_str(request_id).map(|u| u.get_version_num()),
+                Ok(4),
+                "{name}"
+            );
+            if slug == "invalid-header" {
+                assert!(
+                    r.json_body()["detail"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains(name),
+                    "{name}"
+                );
+            }
+        } else if status == 401 {
+            assert_eq!(problem_type(&r), slug, "{name}");
+        }
+    }
+    // Only the request with the uninterpreted header created anything.
+    assert_eq!(listed(&api), 1);
+}
+
+#[test]
+fn the_same_subject_from_two_issuers_is_two_users() {
+    let api = Api::new();
+    let from = |iss: &str| Identity {
+        iss: iss.into(),
+        company: Some(ORG.into()),
+        ..user("u-shared", &[(ORG, "admin")])
+    };
+    let (a, b) = (from("https://idp-a.example"), from("https://idp-b.example"));
+    // Idempotency keys are per user: B's "k" is not A's.
+    let first = api.as_user(&a, with_key(&seed_body(), "k"));
+    assert_eq!(first.status, 201);
+    let mut other = seed_body();
+    other["name"] = json!("B's workspace");
+    let r = api.as_user(&b, with_key(&other, "k"));
+    assert_eq!((r.status, r.header("idempotent-replayed")), (201, None));
+    assert_eq!(r.json_body()["data"]["name"], "B's workspace");
+    let r = api.as_user(&b, with_key(&seed_body(), "k"));
+    assert_eq!(
+        (r.status, problem_type(&r)),
+        (422, "idempotency-key-reused".to_owned())
+    );
+    // Ownership is per user: A owns the v3 workspace, B is only a member of the company.
+    let created = v3(&api, &a, "application/json", r#"{"name":"A's"}"#);
+    assert_eq!(created.status, 201);
+    let path = format!("/api/v3/workspaces/{}", created.json_body()["id"]);
+    assert_eq!(api.get(&a, &path).json_body()["user_role"], "OWNER");
+    assert_eq!(api.get(&b, &path).json_body()["user_role"], "MEMBER");
+}
+
+#[test]
+fn an_oversized_body_is_413_before_its_signature_is_checked() {
+    // The body was not read to its end, so no signature over it can be checked: the size
+    // answer comes first, signed or not.
+    let api = Api::new();
+    let mut big = ApiRequest::new("POST", "/api/workspaces")
+        .with_header("content-type", "application/json")
+        .with_body(vec![b'x'; MAX_BODY_BYTES]);
+    big.body_too_large = true;
+    assert_eq!(api.run(big.clone()).status, 413);
+    assert_eq!(api.run(sign(&owner(), big)).status, 413);
 }

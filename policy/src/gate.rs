@@ -410,16 +410,16 @@ impl Worker {
         let Some(verified) = pending.verified.as_ref() else {
             return;
         };
-        // TODO(merge wt-a): bind body and nonce once the identity crate takes them.
-        let _ = (body, &mut *host.random);
         let signed = self.signer.sign(
             &verified.identity,
             &Request {
                 request_id: &pending.request_id,
                 method: &pending.method,
                 path: &pending.path,
+                body,
             },
             host.now_ms / 1000,
+            (host.random)(),
         );
         pending.forward_state = vec![
             (IDENTITY_STATE, signed.identity),

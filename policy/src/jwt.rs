@@ -170,12 +170,11 @@ pub struct Verified {
 }
 
 impl Verified {
-    /// Who the caller is across issuers: the (issuer, subject) pair, unambiguously encoded.
-    /// Two trusted issuers may each have a user `u-1`; they are different principals for
-    /// rate limits and idempotency keys.
+    /// Who the caller is across issuers: [`Identity::principal`], the one definition both
+    /// tiers key per-user state on. Two trusted issuers may each have a user `u-1`; they
+    /// are different principals for rate limits and idempotency keys.
     pub fn principal(&self) -> String {
-        let iss = self.claims.get("iss").and_then(Value::as_str).unwrap_or("");
-        format!("{}:{iss}{}", iss.len(), self.identity.sub)
+        self.identity.principal()
     }
 }
 
@@ -330,7 +329,9 @@ fn check_claims(config: &Issuer, claims: AnyClaims, now: i64) -> Result<Verified
     if !audience_ok {
         return Err(TokenError::WrongAudience);
     }
-    let identity = identity_from(&custom)?;
+    // The issuer the token was verified against (its `iss` selected `config`), so the
+    // backend can tell two issuers' equal `sub`s apart.
+    let identity = identity_from(&config.issuer, &custom)?;
     let mut all = custom;
     all.insert("exp".into(), Value::from(exp));
     Ok(Verified {
@@ -340,7 +341,7 @@ fn check_claims(config: &Issuer, claims: AnyClaims, now: i64) -> Result<Verified
     })
 }
 
-fn identity_from(c: &Map<String, Value>) -> Result<Identity, TokenError> {
+fn identity_from(iss: &str, c: &Map<String, Value>) -> Result<Identity, TokenError> {
     let text = |name: &'static str| -> Result<Option<String>, TokenError> {
         match c.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -374,6 +375,7 @@ fn identity_from(c: &Map<String, Value>) -> Result<Identity, TokenError> {
         Some(v) => strings(v).ok_or(TokenError::MalformedClaims("perms"))?,
     };
     Ok(Identity {
+        iss: iss.to_owned(),
         sub,
         email: text("email")?,
         email_verified,

@@ -493,11 +493,13 @@ fn request_ids_and_identity_headers() {
                 request_id: RID,
                 method: "GET",
                 path: "/api/workspaces/w-1",
+                body: b"",
             },
             NOW as u64,
         )
-        .unwrap();
-    assert_eq!(id.sub, "u-alice");
+        .unwrap()
+        .identity;
+    assert_eq!((id.iss.as_str(), id.sub.as_str()), ("test-iss", "u-alice"));
     assert_eq!(id.roles_in(ORG), ["owner"]);
 
     let (got, p) = f.run(

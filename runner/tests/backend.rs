@@ -143,8 +143,9 @@ impl Drop for Runner {
     }
 }
 
-fn signed(method: &str, path: &str, request_id: &str) -> [(String, String); 3] {
+fn signed(method: &str, path: &str, request_id: &str, body: &[u8]) -> [(String, String); 3] {
     let identity = Identity {
+        iss: "https://idp.example".into(),
         sub: "u-runner-test".into(),
         email: Some("runner@example.com".into()),
         email_verified: true,
@@ -162,14 +163,21 @@ fn signed(method: &str, path: &str, request_id: &str) -> [(String, String); 3] {
             request_id,
             method,
             path,
+            body,
         },
         now,
+        // The backend accepts a nonce once; each request ID here is used once.
+        *uuid_bytes(request_id),
     );
     [
         ("x-request-id".into(), request_id.into()),
         (gateway_identity::IDENTITY_HEADER.into(), headers.identity),
         (gateway_identity::SIGNATURE_HEADER.into(), headers.signature),
     ]
+}
+
+fn uuid_bytes(request_id: &str) -> &[u8; 16] {
+    request_id.as_bytes()[..16].try_into().unwrap()
 }
 
 fn as_refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
@@ -198,25 +206,26 @@ fn serves_the_projects_spin_toml_and_writes_spins_sqlite_file() {
 
     // A signed create goes through, and lands in the SQLite file with Spin's schema.
     let request_id = "5f0c6f1e-8a43-4b6e-9d3b-2a1f0e9c7b6a";
-    let mut headers = signed("POST", "/api/workspaces", request_id).to_vec();
-    headers.push(("content-type".into(), "application/json".into()));
-    headers.push((
-        "idempotency-key".into(),
-        "0d9f3c52-6f0e-4b8a-9a51-3b2f1c7e8d90".into(),
-    ));
     let body = serde_json::json!({
         "orgId": ORG,
         "name": "Runner test workspace",
         "description": "written through spin-runner",
         "visibility": "org",
         "settings": {"timezone": "Europe/Paris", "defaultLanguage": "en-US"},
-    });
+    })
+    .to_string();
+    let mut headers = signed("POST", "/api/workspaces", request_id, body.as_bytes()).to_vec();
+    headers.push(("content-type".into(), "application/json".into()));
+    headers.push((
+        "idempotency-key".into(),
+        "0d9f3c52-6f0e-4b8a-9a51-3b2f1c7e8d90".into(),
+    ));
     let reply = send(
         runner.addr,
         "POST",
         "/api/workspaces",
         &as_refs(&headers),
-        body.to_string().as_bytes(),
+        body.as_bytes(),
     );
     assert_eq!(reply.status, 201, "{}\n{}", reply.text(), runner.stderr());
     let created: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
@@ -231,7 +240,7 @@ fn serves_the_projects_spin_toml_and_writes_spins_sqlite_file() {
 
     // Read back through the runner.
     let path = format!("/api/workspaces/{id}");
-    let headers = signed("GET", &path, "7c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f");
+    let headers = signed("GET", &path, "7c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f", b"");
     let reply = send(runner.addr, "GET", &path, &as_refs(&headers), b"");
     assert_eq!(reply.status, 200, "{}", reply.text());
 

@@ -22,13 +22,15 @@ pub fn backend() -> Stack {
     })
 }
 
-/// An identity with one role in each of `orgs`.
+/// An identity with one role in each of `orgs`, from the dev issuer (so the same user as
+/// a dev token for `sub` through the gateway).
 pub fn user(sub: &str, orgs: &[(&str, &str)]) -> Identity {
     let mut map = BTreeMap::new();
     for (org, role) in orgs {
         map.insert((*org).to_owned(), vec![(*role).to_owned()]);
     }
     Identity {
+        iss: e2e::DEV_ISSUER.into(),
         sub: sub.into(),
         orgs: map,
         ..Identity::default()
@@ -40,8 +42,36 @@ pub fn owner() -> Identity {
     user("u-owner", &[(ORG, "owner")])
 }
 
+/// The headers the gateway adds to `method path` with `body` for `who`: a fresh request
+/// ID, the current time and a fresh nonce.
+pub fn gateway_headers(
+    who: &Identity,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let req = gateway_identity::Request {
+        request_id: &request_id,
+        method,
+        path,
+        body,
+    };
+    let nonce = *uuid::Uuid::new_v4().as_bytes();
+    let signed = Signer::new(e2e::dev_hmac_key().into_bytes()).sign(who, &req, now, nonce);
+    vec![
+        ("x-request-id".into(), request_id),
+        (IDENTITY_HEADER.into(), signed.identity),
+        (SIGNATURE_HEADER.into(), signed.signature),
+    ]
+}
+
 /// Sends `method path` straight to the backend, signed for `who` as the gateway signs
-/// (a fresh request ID, the current time), with `headers` and `body`.
+/// ([`gateway_headers`]), with `headers` and `body`.
 pub fn call(
     stack: &Stack,
     who: Option<&Identity>,
@@ -50,22 +80,10 @@ pub fn call(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let mut all: Vec<(String, String)> = vec![("x-request-id".into(), request_id.clone())];
-    if let Some(who) = who {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let req = gateway_identity::Request {
-            request_id: &request_id,
-            method,
-            path,
-        };
-        let signed = Signer::new(e2e::dev_hmac_key().into_bytes()).sign(who, &req, now);
-        all.push((IDENTITY_HEADER.into(), signed.identity));
-        all.push((SIGNATURE_HEADER.into(), signed.signature));
-    }
+    let mut all: Vec<(String, String)> = match who {
+        Some(who) => gateway_headers(who, method, path, body.unwrap_or_default()),
+        None => vec![("x-request-id".into(), uuid::Uuid::new_v4().to_string())],
+    };
     all.extend(
         headers
             .iter()

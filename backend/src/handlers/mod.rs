@@ -52,7 +52,7 @@ pub fn once(
     let fingerprint = idempotency::fingerprint(&ctx.req.method, &ctx.req.path, payload);
     let claim = match idempotency::begin(
         kv,
-        &ctx.identity.sub,
+        &ctx.identity.principal(),
         key,
         &fingerprint,
         ctx.env.now.timestamp(),

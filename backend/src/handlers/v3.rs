@@ -97,7 +97,7 @@ pub fn create(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
         };
         let owner = Membership {
             workspace_id: id.to_string(),
-            user: ctx.identity.sub.clone(),
+            user: ctx.identity.principal(),
             role: "OWNER".into(),
             created_at: now,
         };
@@ -116,7 +116,7 @@ pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<ApiResponse, Problem> {
             if ctx.identity.is_member(&ws.company)
                 || ctx.identity.company.as_deref() == Some(&ws.company) =>
         {
-            let role = repo::get_v3_membership(kv, id, &ctx.identity.sub)?
+            let role = repo::get_v3_membership(kv, id, &ctx.identity.principal())?
                 .map_or_else(|| "MEMBER".to_owned(), |m| m.role);
             Ok(ApiResponse::json(200, &ws.details(&role)))
         }

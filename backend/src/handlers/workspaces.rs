@@ -65,7 +65,7 @@ pub fn create(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
         };
         let owner = Membership {
             workspace_id: workspace_id.clone(),
-            user: ctx.identity.sub.clone(),
+            user: ctx.identity.principal(),
             role: "OWNER".into(),
             created_at: now,
         };
