@@ -7,7 +7,8 @@
 //! takes the writes that arrived together and commits them as one transaction: one sync per
 //! group instead of one per write, and no write is answered before its group is committed.
 //! Reads run on a small pool of read connections beside it and see committed data only. A
-//! background thread checkpoints the log into the database file, off the writer's path.
+//! background thread checkpoints the log into the database file, and the writer starts the
+//! log over when it has grown past a bound (`kv/checkpoint.rs`).
 //!
 //! Durability ([`Durability`]): by default (`process`) a commit is in the operating system's
 //! hands when it is answered (WAL with `synchronous = NORMAL`), which survives the runner being
@@ -19,6 +20,7 @@
 //! atomic against other processes on the same file (another runner, or `spin up`); a busy
 //! timeout makes the writer wait for such a process instead of failing.
 
+mod checkpoint;
 mod reader;
 mod writer;
 
@@ -27,7 +29,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -36,7 +38,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use reader::Readers;
-use writer::{Done, Job, Write};
+use writer::{Done, Job, Progress, Write};
 
 pub use writer::Swap;
 
@@ -135,7 +137,7 @@ pub struct SqliteKv {
 
 struct Shared {
     jobs: mpsc::Sender<Job>,
-    commits: Arc<AtomicU64>,
+    progress: Arc<Progress>,
     readers: Readers,
     /// Dropping it stops the checkpointer.
     _checkpointer: mpsc::Sender<()>,
@@ -161,13 +163,13 @@ impl SqliteKv {
         // Once checkpointed, the log is cut back to this size rather than kept at its peak.
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         conn.execute(SCHEMA, [])?;
-        let commits = Arc::new(AtomicU64::new(0));
-        let jobs = writer::start(conn, commits.clone())?;
-        let checkpointer = writer::start_checkpointer(path, durability)?;
+        let progress = Arc::new(Progress::default());
+        let jobs = writer::start(conn, progress.clone())?;
+        let checkpointer = checkpoint::start(path, durability, progress.clone())?;
         Ok(Self {
             shared: Arc::new(Shared {
                 jobs,
-                commits,
+                progress,
                 readers: Readers::new(path),
                 _checkpointer: checkpointer,
             }),
@@ -176,7 +178,7 @@ impl SqliteKv {
 
     /// How many groups of writes the writer has committed so far.
     pub fn commits(&self) -> u64 {
-        self.shared.commits.load(Ordering::Relaxed)
+        self.shared.progress.commits.load(Ordering::Relaxed)
     }
 
     /// The value of `key`, if any.

@@ -236,6 +236,9 @@ pub async fn serve(
                 }
             },
         };
+        // A response head and its body are separate writes: without this, Nagle's algorithm
+        // holds the second until the client acknowledges the first.
+        let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
         let app = app.clone();
         tokio::spawn(async move {

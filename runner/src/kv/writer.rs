@@ -13,21 +13,17 @@
 //! itself fails (the lock is not obtained within the busy timeout, the disk is full, the
 //! commit fails), every write of the group is answered with the error and none is applied.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::Duration;
 
 use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{decode_counter, get, Durability, KvError, BUSY_TIMEOUT, DELETE, SET};
+use super::{decode_counter, get, KvError, DELETE, SET};
 
 /// The most writes committed together: bounds the latency one commit adds to the first.
 const MAX_GROUP: usize = 256;
-/// How often the checkpointer copies the log into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// One write, as the writer applies it.
 #[derive(Debug)]
@@ -101,21 +97,29 @@ pub(super) fn stopped() -> KvError {
     KvError("the key-value store's writer has stopped".into())
 }
 
-/// Starts the writer thread on `conn`, counting its commits in `commits`; it ends when every
-/// sender is dropped.
+/// What the writer and the checkpointer share.
+#[derive(Default)]
+pub(super) struct Progress {
+    /// Groups committed so far.
+    pub(super) commits: AtomicU64,
+    /// Set by the checkpointer when the log has grown past its bound.
+    pub(super) restart_log: AtomicBool,
+}
+
+/// Starts the writer thread on `conn`; it ends when every sender is dropped.
 pub(super) fn start(
     conn: Connection,
-    commits: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 ) -> Result<mpsc::Sender<Job>, KvError> {
     let (jobs, queue) = mpsc::channel::<Job>();
     thread::Builder::new()
         .name("spin-runner-kv-writer".into())
-        .spawn(move || run(conn, &queue, &commits))
+        .spawn(move || run(conn, &queue, &progress))
         .map_err(|e| KvError(format!("cannot start the key-value writer: {e}")))?;
     Ok(jobs)
 }
 
-fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, commits: &AtomicU64) {
+fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, progress: &Progress) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -124,7 +128,10 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, commits: &AtomicU64) {
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, group, commits);
+        commit_group(&mut conn, group, &progress.commits);
+        if progress.restart_log.swap(false, Ordering::Relaxed) {
+            super::checkpoint::restart_log(&conn);
+        }
     }
 }
 
@@ -270,30 +277,4 @@ fn swap(
             current: get(conn, store, key)?,
         }
     }))
-}
-
-/// Starts the thread that copies the log into the database file every [`CHECKPOINT_EVERY`]
-/// (a passive checkpoint: it never blocks the writer or the readers). The writer's own
-/// automatic checkpoint is off, so no commit waits for the syncs a checkpoint makes. The
-/// thread ends when the returned sender is dropped.
-pub(super) fn start_checkpointer(
-    path: &Path,
-    durability: Durability,
-) -> Result<mpsc::Sender<()>, KvError> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    // The checkpoint's own syncs (log before copying, database after) follow the durability.
-    conn.pragma_update(None, "synchronous", durability.synchronous())?;
-    let (stop, stopped) = mpsc::channel::<()>();
-    thread::Builder::new()
-        .name("spin-runner-kv-checkpoint".into())
-        .spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY)
-            {
-                // A checkpoint that cannot run now (another process holds a lock) runs later.
-                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-            }
-        })
-        .map_err(|e| KvError(format!("cannot start the key-value checkpointer: {e}")))?;
-    Ok(stop)
 }
