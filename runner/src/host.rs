@@ -9,7 +9,7 @@ use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::kv::{KvError, SqliteKv};
+use crate::kv::{KvError, SqliteKv, Swap};
 use crate::outbound::DenyOutbound;
 use crate::variables::{Lookup, ResolvedVariables};
 
@@ -102,11 +102,6 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Runs blocking SQLite work without stalling the async executor's other tasks.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
 enum Open {
     Allowed,
     Denied,
@@ -134,6 +129,12 @@ fn wasi_err(e: KvError) -> store::Error {
     store::Error::Other(e.0)
 }
 
+/// Every key of a store. The one read that may scan a large table: it runs off the
+/// executor's threads (point reads run inline, see `kv`).
+fn keys(kv: &SqliteKv, label: &str) -> Result<Vec<String>, KvError> {
+    tokio::task::block_in_place(|| kv.keys(label))
+}
+
 type SpinResult<T> = wasmtime::Result<Result<T, key_value::Error>>;
 type WasiResult<T> = wasmtime::Result<Result<T, store::Error>>;
 
@@ -155,7 +156,7 @@ impl key_value::HostStore for HostState {
         key: String,
     ) -> SpinResult<Option<Vec<u8>>> {
         let label = self.label(&store)?;
-        Ok(blocking(|| self.host.kv.get(&label, &key)).map_err(spin_err))
+        Ok(self.host.kv.get(&label, &key).map_err(spin_err))
     }
 
     async fn set(
@@ -165,22 +166,27 @@ impl key_value::HostStore for HostState {
         value: Vec<u8>,
     ) -> SpinResult<()> {
         let label = self.label(&store)?;
-        Ok(blocking(|| self.host.kv.set(&label, &key, &value)).map_err(spin_err))
+        Ok(self
+            .host
+            .kv
+            .set(&label, &key, value)
+            .await
+            .map_err(spin_err))
     }
 
     async fn delete(&mut self, store: Resource<OpenStore>, key: String) -> SpinResult<()> {
         let label = self.label(&store)?;
-        Ok(blocking(|| self.host.kv.delete(&label, &key)).map_err(spin_err))
+        Ok(self.host.kv.delete(&label, &key).await.map_err(spin_err))
     }
 
     async fn exists(&mut self, store: Resource<OpenStore>, key: String) -> SpinResult<bool> {
         let label = self.label(&store)?;
-        Ok(blocking(|| self.host.kv.exists(&label, &key)).map_err(spin_err))
+        Ok(self.host.kv.exists(&label, &key).map_err(spin_err))
     }
 
     async fn get_keys(&mut self, store: Resource<OpenStore>) -> SpinResult<Vec<String>> {
         let label = self.label(&store)?;
-        Ok(blocking(|| self.host.kv.keys(&label)).map_err(spin_err))
+        Ok(keys(&self.host.kv, &label).map_err(spin_err))
     }
 
     async fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {
@@ -218,7 +224,7 @@ impl store::HostBucket for HostState {
         key: String,
     ) -> WasiResult<Option<Vec<u8>>> {
         let label = self.label(&bucket)?;
-        Ok(blocking(|| self.host.kv.get(&label, &key)).map_err(wasi_err))
+        Ok(self.host.kv.get(&label, &key).map_err(wasi_err))
     }
 
     async fn set(
@@ -228,17 +234,22 @@ impl store::HostBucket for HostState {
         value: Vec<u8>,
     ) -> WasiResult<()> {
         let label = self.label(&bucket)?;
-        Ok(blocking(|| self.host.kv.set(&label, &key, &value)).map_err(wasi_err))
+        Ok(self
+            .host
+            .kv
+            .set(&label, &key, value)
+            .await
+            .map_err(wasi_err))
     }
 
     async fn delete(&mut self, bucket: Resource<OpenStore>, key: String) -> WasiResult<()> {
         let label = self.label(&bucket)?;
-        Ok(blocking(|| self.host.kv.delete(&label, &key)).map_err(wasi_err))
+        Ok(self.host.kv.delete(&label, &key).await.map_err(wasi_err))
     }
 
     async fn exists(&mut self, bucket: Resource<OpenStore>, key: String) -> WasiResult<bool> {
         let label = self.label(&bucket)?;
-        Ok(blocking(|| self.host.kv.exists(&label, &key)).map_err(wasi_err))
+        Ok(self.host.kv.exists(&label, &key).map_err(wasi_err))
     }
 
     /// All keys in one response with no cursor, as Spin answers; a cursor (which Spin never
@@ -254,7 +265,7 @@ impl store::HostBucket for HostState {
             )));
         }
         let label = self.label(&bucket)?;
-        Ok(blocking(|| self.host.kv.keys(&label))
+        Ok(keys(&self.host.kv, &label)
             .map(|keys| store::KeyResponse { keys, cursor: None })
             .map_err(wasi_err))
     }
@@ -272,7 +283,7 @@ impl batch::Host for HostState {
         keys: Vec<String>,
     ) -> WasiResult<Vec<(String, Option<Vec<u8>>)>> {
         let label = self.label(&bucket)?;
-        Ok(blocking(|| self.host.kv.get_many(&label, keys)).map_err(wasi_err))
+        Ok(self.host.kv.get_many(&label, keys).map_err(wasi_err))
     }
 
     async fn set_many(
@@ -281,7 +292,12 @@ impl batch::Host for HostState {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> WasiResult<()> {
         let label = self.label(&bucket)?;
-        Ok(blocking(|| self.host.kv.set_many(&label, key_values)).map_err(wasi_err))
+        Ok(self
+            .host
+            .kv
+            .set_many(&label, key_values)
+            .await
+            .map_err(wasi_err))
     }
 
     async fn delete_many(
@@ -290,7 +306,12 @@ impl batch::Host for HostState {
         keys: Vec<String>,
     ) -> WasiResult<()> {
         let label = self.label(&bucket)?;
-        Ok(blocking(|| self.host.kv.delete_many(&label, keys)).map_err(wasi_err))
+        Ok(self
+            .host
+            .kv
+            .delete_many(&label, keys)
+            .await
+            .map_err(wasi_err))
     }
 }
 
@@ -313,7 +334,7 @@ impl atomics::HostCas for HostState {
             let cas = self.table.get(&cas)?;
             (cas.label.clone(), cas.key.clone())
         };
-        let value = match blocking(|| self.host.kv.get(&label, &key)) {
+        let value = match self.host.kv.get(&label, &key) {
             Ok(value) => value,
             Err(e) => return Ok(Err(wasi_err(e))),
         };
@@ -335,7 +356,12 @@ impl atomics::Host for HostState {
         delta: i64,
     ) -> WasiResult<i64> {
         let label = self.label(&bucket)?;
-        Ok(blocking(|| self.host.kv.increment(&label, &key, delta)).map_err(wasi_err))
+        Ok(self
+            .host
+            .kv
+            .increment(&label, &key, delta)
+            .await
+            .map_err(wasi_err))
     }
 
     /// On a lost race, returns `cas-failed` with a fresh handle on the same key whose
@@ -351,22 +377,18 @@ impl atomics::Host for HostState {
             key,
             expected,
         } = self.table.delete(cas)?;
-        let swapped = blocking(|| {
-            self.host
-                .kv
-                .compare_and_swap(&label, &key, expected.as_deref(), &value)
-        });
+        let swapped = self
+            .host
+            .kv
+            .compare_and_swap(&label, &key, expected, value)
+            .await;
         match swapped {
-            Ok(true) => Ok(Ok(())),
-            Ok(false) => {
-                let now = match blocking(|| self.host.kv.get(&label, &key)) {
-                    Ok(now) => now,
-                    Err(e) => return Ok(Err(atomics::CasError::StoreError(wasi_err(e)))),
-                };
+            Ok(Swap::Swapped) => Ok(Ok(())),
+            Ok(Swap::Conflict { current }) => {
                 let retry = self.table.push(PendingCas {
                     label,
                     key,
-                    expected: now,
+                    expected: current,
                 })?;
                 Ok(Err(atomics::CasError::CasFailed(retry)))
             }
@@ -380,9 +402,11 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::kv::{Durability, DB_FILE};
     use crate::manifest::Manifest;
 
-    fn state() -> HostState {
+    /// Fresh host state over a database in a temporary folder (kept while the test runs).
+    fn state() -> (tempfile::TempDir, HostState) {
         let manifest = Manifest::parse(
             r#"
 spin_manifest_version = 2
@@ -403,15 +427,18 @@ where = "in-{{ region }}"
         )
         .unwrap();
         let variables = ResolvedVariables::resolve(&manifest, |_| None).unwrap();
-        HostState::new(
+        let dir = tempfile::tempdir().unwrap();
+        let kv = SqliteKv::open(&dir.path().join(DB_FILE), Durability::Process).unwrap();
+        let state = HostState::new(
             WasiCtx::builder().build(),
             ComponentHost {
                 component: Arc::from("c"),
                 allowed_stores: vec!["default".to_string()].into(),
-                kv: SqliteKv::open_in_memory().unwrap(),
+                kv,
                 variables: Arc::new(variables),
             },
-        )
+        );
+        (dir, state)
     }
 
     fn borrow<T: 'static>(r: &Resource<T>) -> Resource<T> {
@@ -420,7 +447,7 @@ where = "in-{{ region }}"
 
     #[tokio::test(flavor = "multi_thread")]
     async fn spin_key_value_denies_unlisted_stores_and_round_trips() {
-        let mut s = state();
+        let (_dir, mut s) = state();
         let denied = <HostState as key_value::HostStore>::open(&mut s, "other".into())
             .await
             .unwrap();
@@ -454,7 +481,7 @@ where = "in-{{ region }}"
 
     #[tokio::test(flavor = "multi_thread")]
     async fn wasi_keyvalue_cas_reports_conflicts_with_a_fresh_handle() {
-        let mut s = state();
+        let (_dir, mut s) = state();
         let denied = <HostState as store::Host>::open(&mut s, "other".into())
             .await
             .unwrap();
@@ -550,7 +577,7 @@ where = "in-{{ region }}"
 
     #[tokio::test(flavor = "multi_thread")]
     async fn variables_resolve_per_component() {
-        let mut s = state();
+        let (_dir, mut s) = state();
         let got = variables::Host::get(&mut s, "where".into()).await.unwrap();
         assert_eq!(got.unwrap(), "in-eu");
         let undefined = variables::Host::get(&mut s, "region".into()).await.unwrap();

@@ -2,29 +2,55 @@
 //! (`<state-dir>/sqlite_key_value.db`, table `spin_key_value`), so data written under one host
 //! is read under the other.
 //!
-//! One connection per process behind a mutex, like Spin's own `key-value-spin`. Plain reads
-//! and writes are single statements; read-modify-write operations (`increment`, batches) run
-//! in `BEGIN IMMEDIATE` transactions and compare-and-swap is a single conditional statement,
-//! so they stay atomic against other connections too (another runner, or `spin up`, on the
-//! same file). A busy timeout makes a second writer wait instead of failing.
+//! The file is in WAL mode, so readers never wait for the writer and a commit is one append
+//! to the log. Every write of the process goes through one writer thread ([`writer`]), which
+//! takes the writes that arrived together and commits them as one transaction: one sync per
+//! group instead of one per write, and no write is answered before its group is committed.
+//! Reads run on a small pool of read connections beside it and see committed data only. A
+//! background thread checkpoints the log into the database file, and the writer starts the
+//! log over when it has grown past a bound (`kv/checkpoint.rs`).
 //!
-//! The journal mode is left as SQLite's default (rollback journal): WAL would only help
-//! concurrent readers in *other* processes (this one serializes on its mutex), but it is a
-//! persistent property of the database file and adds `-wal`/`-shm` side files, so a copy of
-//! `sqlite_key_value.db` alone could miss recent writes. Spin reads either mode fine.
+//! Durability ([`Durability`]): by default (`process`) a commit is in the operating system's
+//! hands when it is answered (WAL with `synchronous = NORMAL`), which survives the runner being
+//! killed; `power` also syncs the log to the disk at every group commit (`synchronous = FULL`),
+//! which survives losing power.
+//!
+//! Read-modify-write operations (`increment`, compare-and-swap, batches) run inside the
+//! writer's transaction, which also holds SQLite's write lock (`BEGIN IMMEDIATE`), so they stay
+//! atomic against other processes on the same file (another runner, or `spin up`); a busy
+//! timeout makes the writer wait for such a process instead of failing.
 
+mod checkpoint;
+mod reader;
+mod writer;
+
+use std::fmt;
+use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use reader::Readers;
+use writer::{Done, Job, Progress, Write};
+
+pub use writer::Swap;
 
 /// The store label that exists without runtime configuration.
 pub const DEFAULT_STORE: &str = "default";
 /// The database file name inside the state directory (as `spin up`).
 pub const DB_FILE: &str = "sqlite_key_value.db";
-/// How long a write waits for another connection's lock before failing.
+/// How long a connection waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The size the write-ahead log is truncated to after a checkpoint, bytes.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// Spin's schema, byte for byte.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS spin_key_value (
@@ -43,8 +69,8 @@ const DELETE: &str = "DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvError(pub String);
 
-impl std::fmt::Display for KvError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for KvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
@@ -57,171 +83,276 @@ impl From<rusqlite::Error> for KvError {
     }
 }
 
-/// The key-value database shared by every request of the process.
+/// What an answered write has survived.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// The runner process being killed: the commit is in the operating system's page cache
+    /// (WAL, `synchronous = NORMAL`). A power loss may lose the last commits, never the
+    /// database's integrity.
+    #[default]
+    Process,
+    /// A power loss too: the log is synced to the disk at every group commit (WAL,
+    /// `synchronous = FULL`).
+    Power,
+}
+
+impl Durability {
+    /// The `synchronous` pragma that gives this durability in WAL mode.
+    fn synchronous(self) -> &'static str {
+        match self {
+            Self::Process => "NORMAL",
+            Self::Power => "FULL",
+        }
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Process => "process",
+            Self::Power => "power",
+        })
+    }
+}
+
+impl FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "process" => Ok(Self::Process),
+            "power" => Ok(Self::Power),
+            other => Err(format!(
+                "unknown durability {other:?}: expected `process` or `power`"
+            )),
+        }
+    }
+}
+
+/// The key-value database shared by every request of the process. Cloning shares it.
 #[derive(Clone)]
 pub struct SqliteKv {
-    conn: Arc<Mutex<Connection>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    jobs: mpsc::Sender<Job>,
+    progress: Arc<Progress>,
+    readers: Readers,
+    /// Dropping it stops the checkpointer.
+    _checkpointer: mpsc::Sender<()>,
 }
 
 impl SqliteKv {
-    /// Opens (creating if needed) the database at `path` and Spin's table in it.
-    pub fn open(path: &Path) -> Result<Self, KvError> {
-        Self::init(Connection::open(path)?)
-    }
-
-    /// An in-memory database, for tests.
-    pub fn open_in_memory() -> Result<Self, KvError> {
-        Self::init(Connection::open_in_memory()?)
-    }
-
-    fn init(conn: Connection) -> Result<Self, KvError> {
+    /// Opens (creating if needed) the database at `path`, switches it to WAL, creates Spin's
+    /// table and starts the writer and checkpointer threads.
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, KvError> {
+        let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(KvError(format!(
+                "{} cannot use a write-ahead log (journal mode {mode:?})",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", durability.synchronous())?;
+        // Checkpoints run on their own thread, so a commit never waits for one.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // Once checkpointed, the log is cut back to this size rather than kept at its peak.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         conn.execute(SCHEMA, [])?;
+        let progress = Arc::new(Progress::default());
+        let jobs = writer::start(conn, progress.clone())?;
+        let checkpointer = checkpoint::start(path, durability, progress.clone())?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            shared: Arc::new(Shared {
+                jobs,
+                progress,
+                readers: Readers::new(path),
+                _checkpointer: checkpointer,
+            }),
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written (statements and
-        // transactions are atomic), so a poisoned lock is still safe to use.
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// How many groups of writes the writer has committed so far.
+    pub fn commits(&self) -> u64 {
+        self.shared.progress.commits.load(Ordering::Relaxed)
     }
 
     /// The value of `key`, if any.
     pub fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        let conn = self.conn();
-        Ok(get(&conn, store, key)?)
-    }
-
-    /// Sets `key` to `value`.
-    pub fn set(&self, store: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
-        self.conn()
-            .prepare_cached(SET)?
-            .execute(params![store, key, value])?;
-        Ok(())
-    }
-
-    /// Deletes `key`; deleting a missing key is not an error.
-    pub fn delete(&self, store: &str, key: &str) -> Result<(), KvError> {
-        self.conn()
-            .prepare_cached(DELETE)?
-            .execute(params![store, key])?;
-        Ok(())
+        self.shared.readers.with(|conn| get(conn, store, key))
     }
 
     /// Whether `key` has a value.
     pub fn exists(&self, store: &str, key: &str) -> Result<bool, KvError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
-        Ok(stmt.exists(params![store, key])?)
+        self.shared.readers.with(|conn| {
+            conn.prepare_cached("SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2")?
+                .exists(params![store, key])
+        })
     }
 
     /// Every key of the store, sorted (Spin returns them in no particular order).
     pub fn keys(&self, store: &str) -> Result<Vec<String>, KvError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY key")?;
-        let keys = stmt
-            .query_map(params![store], |row| row.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(keys)
+        self.shared.readers.with(|conn| {
+            conn.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY key")?
+                .query_map(params![store], |row| row.get::<_, String>(0))?
+                .collect()
+        })
     }
 
     /// The values of `keys`, in the order asked, `None` for a missing key (as the
-    /// `wasi:keyvalue/batch` contract says; Spin leaves missing keys out instead).
+    /// `wasi:keyvalue/batch` contract says; Spin leaves missing keys out instead). One read
+    /// transaction, so the values are from one moment.
     #[allow(clippy::type_complexity)]
     pub fn get_many(
         &self,
         store: &str,
         keys: Vec<String>,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
-        let conn = self.conn();
-        keys.into_iter()
-            .map(|key| {
-                let value = get(&conn, store, &key)?;
-                Ok((key, value))
-            })
-            .collect()
+        self.shared.readers.with(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            keys.into_iter()
+                .map(|key| {
+                    let value = get(&tx, store, &key)?;
+                    Ok((key, value))
+                })
+                .collect()
+        })
     }
 
-    /// Sets every pair in one transaction.
-    pub fn set_many(&self, store: &str, pairs: Vec<(String, Vec<u8>)>) -> Result<(), KvError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for (key, value) in pairs {
-            tx.prepare_cached(SET)?
-                .execute(params![store, key, value])?;
-        }
-        tx.commit()?;
-        Ok(())
+    /// Sets `key` to `value`.
+    pub fn set(&self, store: &str, key: &str, value: Vec<u8>) -> Pending<()> {
+        self.submit(
+            Write::Set {
+                store: store.to_owned(),
+                key: key.to_owned(),
+                value,
+            },
+            unit,
+        )
     }
 
-    /// Deletes every key in one transaction.
-    pub fn delete_many(&self, store: &str, keys: Vec<String>) -> Result<(), KvError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for key in keys {
-            tx.prepare_cached(DELETE)?.execute(params![store, key])?;
-        }
-        tx.commit()?;
-        Ok(())
+    /// Deletes `key`; deleting a missing key is not an error.
+    pub fn delete(&self, store: &str, key: &str) -> Pending<()> {
+        self.submit(
+            Write::Delete {
+                store: store.to_owned(),
+                key: key.to_owned(),
+            },
+            unit,
+        )
+    }
+
+    /// Sets every pair, all or none.
+    pub fn set_many(&self, store: &str, pairs: Vec<(String, Vec<u8>)>) -> Pending<()> {
+        self.submit(
+            Write::SetMany {
+                store: store.to_owned(),
+                pairs,
+            },
+            unit,
+        )
+    }
+
+    /// Deletes every key, all or none.
+    pub fn delete_many(&self, store: &str, keys: Vec<String>) -> Pending<()> {
+        self.submit(
+            Write::DeleteMany {
+                store: store.to_owned(),
+                keys,
+            },
+            unit,
+        )
     }
 
     /// Atomically adds `delta` to the counter at `key` (absent counts as 0) and returns the
     /// new value. Counters are stored as 8 little-endian bytes, as Spin stores them.
-    pub fn increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, KvError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current = match get(&tx, store, key)? {
-            None => 0,
-            Some(bytes) => {
-                let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                    KvError(format!(
-                        "the value of {key:?} is not a counter (8 little-endian bytes)"
-                    ))
-                })?;
-                i64::from_le_bytes(bytes)
-            }
-        };
-        let next = current
-            .checked_add(delta)
-            .ok_or_else(|| KvError(format!("incrementing {key:?} by {delta} overflows")))?;
-        tx.prepare_cached(SET)?
-            .execute(params![store, key, next.to_le_bytes()])?;
-        tx.commit()?;
-        Ok(next)
+    ///
+    /// Adding 0 is a read: guests use it to read a counter whatever its encoding, and a
+    /// single-row read is as atomic as the write would be, without waiting for a commit.
+    /// (Spin writes the 0 back, creating an absent counter; here it stays absent, and still
+    /// reads as 0.)
+    pub fn increment(&self, store: &str, key: &str, delta: i64) -> Pending<i64> {
+        if delta == 0 {
+            let read = self
+                .get(store, key)
+                .and_then(|value| decode_counter(key, value));
+            return Pending::ready(read);
+        }
+        self.submit(
+            Write::Increment {
+                store: store.to_owned(),
+                key: key.to_owned(),
+                delta,
+            },
+            |done| match done {
+                Done::Counter(n) => Ok(n),
+                other => Err(unexpected(&other)),
+            },
+        )
     }
 
     /// Sets `key` to `new` only if its value is still `expected` (`None`: only if it is still
-    /// absent). Returns whether the swap happened. One conditional statement, so it is atomic.
+    /// absent); on a conflict, returns the value stored now. One conditional statement in the
+    /// writer's transaction, so it is atomic.
     pub fn compare_and_swap(
         &self,
         store: &str,
         key: &str,
-        expected: Option<&[u8]>,
-        new: &[u8],
-    ) -> Result<bool, KvError> {
-        let conn = self.conn();
-        let changed = match expected {
-            Some(old) => conn
-                .prepare_cached(
-                    "UPDATE spin_key_value SET value = ?4 WHERE store = ?1 AND key = ?2 AND value = ?3",
-                )?
-                .execute(params![store, key, old, new])?,
-            // Spin upserts here, which lets a concurrent first writer be overwritten; inserting
-            // only when still absent is what compare-and-swap promises.
-            None => conn
-                .prepare_cached(
-                    "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(store, key) DO NOTHING",
-                )?
-                .execute(params![store, key, new])?,
-        };
-        Ok(changed == 1)
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> Pending<Swap> {
+        self.submit(
+            Write::Swap {
+                store: store.to_owned(),
+                key: key.to_owned(),
+                expected,
+                new,
+            },
+            |done| match done {
+                Done::Swap(swap) => Ok(swap),
+                other => Err(unexpected(&other)),
+            },
+        )
+    }
+
+    fn submit<T>(&self, write: Write, map: fn(Done) -> Result<T, KvError>) -> Pending<T> {
+        let (reply, answer) = oneshot::channel();
+        match self.shared.jobs.send(Job { write, reply }) {
+            Ok(()) => Pending(State::Waiting { answer, map }),
+            Err(_) => Pending::ready(Err(writer::stopped())),
+        }
+    }
+}
+
+fn unit(done: Done) -> Result<(), KvError> {
+    match done {
+        Done::Unit => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(done: &Done) -> KvError {
+    KvError(format!(
+        "the store's writer answered {done:?} to another request"
+    ))
+}
+
+/// A counter's value: absent is 0, anything but 8 bytes is not a counter.
+fn decode_counter(key: &str, value: Option<Vec<u8>>) -> Result<i64, KvError> {
+    match value {
+        None => Ok(0),
+        Some(bytes) => {
+            let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                KvError(format!(
+                    "the value of {key:?} is not a counter (8 little-endian bytes)"
+                ))
+            })?;
+            Ok(i64::from_le_bytes(bytes))
+        }
     }
 }
 
@@ -231,221 +362,52 @@ fn get(conn: &Connection, store: &str, key: &str) -> rusqlite::Result<Option<Vec
         .optional()
 }
 
-#[cfg(test)]
-mod tests {
-    use std::thread;
+/// A write on its way to being committed: `.await` it, or [`Pending::wait`] outside async
+/// code. Its result is known only once its group is committed (or failed).
+#[must_use = "a write is only known to be durable once its result is read"]
+pub struct Pending<T>(State<T>);
 
-    use super::*;
+enum State<T> {
+    Ready(Option<Result<T, KvError>>),
+    Waiting {
+        answer: oneshot::Receiver<Result<Done, KvError>>,
+        map: fn(Done) -> Result<T, KvError>,
+    },
+}
 
-    const S: &str = DEFAULT_STORE;
-
-    #[test]
-    fn get_set_delete_exists_keys() {
-        let kv = SqliteKv::open_in_memory().unwrap();
-        assert_eq!(kv.get(S, "a").unwrap(), None);
-        assert!(!kv.exists(S, "a").unwrap());
-        kv.set(S, "b", b"2").unwrap();
-        kv.set(S, "a", b"1").unwrap();
-        kv.set(S, "a", b"one").unwrap();
-        assert_eq!(kv.get(S, "a").unwrap().as_deref(), Some(&b"one"[..]));
-        assert!(kv.exists(S, "a").unwrap());
-        assert_eq!(kv.keys(S).unwrap(), vec!["a", "b"]);
-        kv.delete(S, "a").unwrap();
-        kv.delete(S, "never-there").unwrap();
-        assert_eq!(kv.keys(S).unwrap(), vec!["b"]);
-        assert_eq!(kv.get(S, "a").unwrap(), None);
+impl<T> Pending<T> {
+    fn ready(result: Result<T, KvError>) -> Self {
+        Self(State::Ready(Some(result)))
     }
 
-    #[test]
-    fn stores_are_separate_namespaces() {
-        let kv = SqliteKv::open_in_memory().unwrap();
-        kv.set("one", "k", b"1").unwrap();
-        kv.set("two", "k", b"2").unwrap();
-        assert_eq!(kv.get("one", "k").unwrap().as_deref(), Some(&b"1"[..]));
-        assert_eq!(kv.keys("two").unwrap(), vec!["k"]);
-        assert!(kv.keys("three").unwrap().is_empty());
-    }
-
-    #[test]
-    fn empty_values_are_values() {
-        let kv = SqliteKv::open_in_memory().unwrap();
-        kv.set(S, "empty", b"").unwrap();
-        assert_eq!(kv.get(S, "empty").unwrap(), Some(vec![]));
-        assert!(kv.exists(S, "empty").unwrap());
-    }
-
-    #[test]
-    fn batches() {
-        let kv = SqliteKv::open_in_memory().unwrap();
-        kv.set_many(
-            S,
-            vec![("x".into(), b"1".to_vec()), ("y".into(), b"2".to_vec())],
-        )
-        .unwrap();
-        let got = kv
-            .get_many(S, vec!["y".into(), "missing".into(), "x".into()])
-            .unwrap();
-        assert_eq!(
-            got,
-            vec![
-                ("y".to_string(), Some(b"2".to_vec())),
-                ("missing".to_string(), None),
-                ("x".to_string(), Some(b"1".to_vec())),
-            ]
-        );
-        kv.delete_many(S, vec!["x".into(), "missing".into()])
-            .unwrap();
-        assert_eq!(kv.keys(S).unwrap(), vec!["y"]);
-    }
-
-    #[test]
-    fn increment_uses_spins_counter_encoding() {
-        let kv = SqliteKv::open_in_memory().unwrap();
-        assert_eq!(kv.increment(S, "c", 1).unwrap(), 1);
-        assert_eq!(kv.increment(S, "c", 2).unwrap(), 3);
-        assert_eq!(kv.increment(S, "c", -10).unwrap(), -7);
-        assert_eq!(
-            kv.get(S, "c").unwrap(),
-            Some((-7i64).to_le_bytes().to_vec())
-        );
-        kv.set(S, "text", b"not a counter").unwrap();
-        assert!(kv.increment(S, "text", 1).is_err());
-        kv.set(S, "max", &i64::MAX.to_le_bytes()).unwrap();
-        assert!(kv.increment(S, "max", 1).is_err());
-        assert_eq!(
-            kv.get(S, "max").unwrap(),
-            Some(i64::MAX.to_le_bytes().to_vec())
-        );
-    }
-
-    #[test]
-    fn compare_and_swap_detects_changes() {
-        let kv = SqliteKv::open_in_memory().unwrap();
-        // Absent → only succeeds while still absent.
-        assert!(kv.compare_and_swap(S, "k", None, b"first").unwrap());
-        assert!(!kv.compare_and_swap(S, "k", None, b"second").unwrap());
-        assert_eq!(kv.get(S, "k").unwrap().as_deref(), Some(&b"first"[..]));
-        // Present → only succeeds while the value is unchanged.
-        assert!(!kv.compare_and_swap(S, "k", Some(b"stale"), b"x").unwrap());
-        assert!(kv
-            .compare_and_swap(S, "k", Some(b"first"), b"third")
-            .unwrap());
-        assert_eq!(kv.get(S, "k").unwrap().as_deref(), Some(&b"third"[..]));
-        // Deleted in between → a swap expecting the old value fails.
-        kv.delete(S, "k").unwrap();
-        assert!(!kv.compare_and_swap(S, "k", Some(b"third"), b"y").unwrap());
-        assert_eq!(kv.get(S, "k").unwrap(), None);
-    }
-
-    fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(DB_FILE);
-        (dir, path)
-    }
-
-    /// Threads with their own connection each (as separate processes would have), plus
-    /// threads sharing one: no increment may be lost.
-    #[test]
-    fn concurrent_increments_are_never_lost() {
-        let (_dir, path) = temp_db();
-        let shared = SqliteKv::open(&path).unwrap();
-        let threads = 8;
-        let per_thread = 50;
-        let handles: Vec<_> = (0..threads)
-            .map(|i| {
-                let kv = if i % 2 == 0 {
-                    SqliteKv::open(&path).unwrap()
-                } else {
-                    shared.clone()
-                };
-                thread::spawn(move || {
-                    for _ in 0..per_thread {
-                        kv.increment(S, "hits", 1).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
+    /// Blocks the calling thread until the write is committed. Not for async code.
+    pub fn wait(self) -> Result<T, KvError> {
+        match self.0 {
+            State::Ready(result) => result.unwrap_or_else(|| Err(writer::stopped())),
+            State::Waiting { answer, map } => match answer.blocking_recv() {
+                Ok(result) => result.and_then(map),
+                Err(_) => Err(writer::stopped()),
+            },
         }
-        let total = shared.get(S, "hits").unwrap().unwrap();
-        assert_eq!(
-            i64::from_le_bytes(total.try_into().unwrap()),
-            threads * per_thread
-        );
-    }
-
-    /// Many threads run read–compute–swap loops on one key: every loop eventually wins exactly
-    /// once, conflicts are reported (not silently overwritten), and the final value counts
-    /// every win.
-    #[test]
-    fn concurrent_compare_and_swap_conflicts_are_detected() {
-        let (_dir, path) = temp_db();
-        let threads = 8;
-        let per_thread = 25;
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let kv = SqliteKv::open(&path).unwrap();
-                thread::spawn(move || {
-                    let mut conflicts = 0u32;
-                    for _ in 0..per_thread {
-                        loop {
-                            let current = kv.get(S, "n").unwrap();
-                            let n: u64 = current
-                                .as_deref()
-                                .map(|b| std::str::from_utf8(b).unwrap().parse().unwrap())
-                                .unwrap_or(0);
-                            let next = (n + 1).to_string();
-                            thread::yield_now();
-                            if kv
-                                .compare_and_swap(S, "n", current.as_deref(), next.as_bytes())
-                                .unwrap()
-                            {
-                                break;
-                            }
-                            conflicts += 1;
-                        }
-                    }
-                    conflicts
-                })
-            })
-            .collect();
-        let conflicts: u32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-        let kv = SqliteKv::open(&path).unwrap();
-        let total = kv.get(S, "n").unwrap().unwrap();
-        assert_eq!(
-            std::str::from_utf8(&total).unwrap(),
-            (threads * per_thread).to_string()
-        );
-        // With 8 writers racing, some swaps must have lost; if none did the test proved nothing.
-        assert!(conflicts > 0, "no CAS conflict observed");
-    }
-
-    #[test]
-    fn the_file_uses_spins_schema() {
-        let (_dir, path) = temp_db();
-        let kv = SqliteKv::open(&path).unwrap();
-        kv.set(S, "k", b"v").unwrap();
-        drop(kv);
-        let conn = Connection::open(&path).unwrap();
-        let value: Vec<u8> = conn
-            .query_row(
-                "SELECT value FROM spin_key_value WHERE store = 'default' AND key = 'k'",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap();
-        assert_eq!(value, b"v");
-        let pk: Vec<(String, i64)> = conn
-            .prepare("SELECT name, pk FROM pragma_table_info('spin_key_value') ORDER BY cid")
-            .unwrap()
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(
-            pk,
-            vec![("store".into(), 1), ("key".into(), 2), ("value".into(), 0)]
-        );
     }
 }
+
+impl<T: Unpin> Future for Pending<T> {
+    type Output = Result<T, KvError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().0 {
+            State::Ready(result) => {
+                Poll::Ready(result.take().unwrap_or_else(|| Err(writer::stopped())))
+            }
+            State::Waiting { answer, map } => match Pin::new(answer).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(result)) => Poll::Ready(result.and_then(*map)),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(writer::stopped())),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

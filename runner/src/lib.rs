@@ -3,6 +3,7 @@
 //! `spin up` uses. See `runner/README.md`.
 
 pub mod cache;
+pub mod commit_rate;
 pub mod host;
 pub mod kv;
 pub mod manifest;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use spin_runner::kv::Durability;
 use spin_runner::{bind, serve, App, Options};
 
 #[derive(Parser)]
@@ -23,27 +24,51 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the application described by a spin.toml.
-    Up {
-        /// The application manifest.
-        #[arg(long = "from", short = 'f', default_value = "spin.toml")]
-        from: PathBuf,
-        /// Address to listen on (port 0 picks a free port; the real one is printed).
-        #[arg(long, default_value = "127.0.0.1:3000")]
-        listen: SocketAddr,
-        /// Directory for state: the key-value database `sqlite_key_value.db` [default: `.spin`
-        /// in the manifest's folder, as `spin up`].
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
-        /// Directory for compiled components [default: the `target/` folder the .wasm was
-        /// built into, else <state-dir>/spin-runner-cache].
-        #[arg(long, env = "SPIN_RUNNER_CACHE_DIR")]
-        cache_dir: Option<PathBuf>,
+    Up(Up),
+    /// Measure how many SQLite commits per second the disk under a folder takes, in each
+    /// journal mode (one line of JSON on stdout): the limit the key-value store works against.
+    CommitRate {
+        /// A folder on the disk to measure (a scratch database is made and removed there).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Seconds per mode.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
     },
 }
 
+#[derive(clap::Args)]
+struct Up {
+    /// The application manifest.
+    #[arg(long = "from", short = 'f', default_value = "spin.toml")]
+    from: PathBuf,
+    /// Address to listen on (port 0 picks a free port; the real one is printed).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Directory for state: the key-value database `sqlite_key_value.db` [default: `.spin`
+    /// in the manifest's folder, as `spin up`].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Directory for compiled components [default: the `target/` folder the .wasm was
+    /// built into, else <state-dir>/spin-runner-cache].
+    #[arg(long, env = "SPIN_RUNNER_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// What an answered key-value write survives: `process` (the runner being killed;
+    /// WAL, synchronous=NORMAL) or `power` (a power loss too; the log is synced to disk at
+    /// every group commit, synchronous=FULL).
+    #[arg(long, env = "SPIN_RUNNER_DURABILITY", default_value_t = Durability::Process)]
+    durability: Durability,
+    /// One stderr line per request: method, path, status, time to the response head.
+    #[arg(long)]
+    log_requests: bool,
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let result = match Cli::parse().command {
+        Command::Up(up) => serve_app(up),
+        Command::CommitRate { dir, seconds } => commit_rate(&dir, seconds),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("spin-runner: error: {e:#}");
@@ -52,13 +77,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
-    let Command::Up {
+fn commit_rate(dir: &std::path::Path, seconds: f64) -> Result<()> {
+    let each = std::time::Duration::try_from_secs_f64(seconds)?;
+    println!(
+        "{}",
+        spin_runner::commit_rate::measure(dir, each)?.to_json()
+    );
+    Ok(())
+}
+
+fn serve_app(up: Up) -> Result<()> {
+    let Up {
         from,
         listen,
         state_dir,
         cache_dir,
-    } = cli.command;
+        durability,
+        log_requests,
+    } = up;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -75,6 +111,8 @@ fn run(cli: Cli) -> Result<()> {
             manifest: from,
             state_dir,
             cache_dir,
+            durability,
+            log_requests,
         };
         // Compiling may take seconds: do it off the async workers.
         let load = tokio::task::spawn_blocking(move || {

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -27,7 +27,7 @@ use wasmtime_wasi_http::WasiHttpView;
 
 use crate::cache;
 use crate::host::{self, ComponentHost, HostState};
-use crate::kv::{SqliteKv, DB_FILE};
+use crate::kv::{Durability, SqliteKv, DB_FILE};
 use crate::manifest::Manifest;
 use crate::routes::{spin_headers, RouteMatch, Router};
 use crate::variables::ResolvedVariables;
@@ -41,19 +41,41 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Compiled-component cache; `None` for [`cache::default_dir`].
     pub cache_dir: Option<PathBuf>,
+    /// What an answered key-value write survives.
+    pub durability: Durability,
+    /// Write one stderr line per request.
+    pub log_requests: bool,
 }
 
 /// How often a running guest yields to the executor (Spin uses the same mechanism).
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// The most requests (component instances) served at once with the pooling allocator, as
+/// Spin's default.
+const MAX_INSTANCES: u32 = 1_000;
+
 /// The wasmtime engine spin-runner uses: wasmtime's defaults (Cranelift, async support) plus
 /// epoch interruption, so a guest computing for a long time yields its executor thread every
-/// [`EPOCH_TICK`] instead of holding up other requests (there are few threads on 2 cores).
+/// [`EPOCH_TICK`] instead of holding up other requests (there are few threads on 2 cores),
+/// and, as in Spin, the pooling instance allocator: every request still gets a fresh
+/// instance, but its memory, tables and stack come from slots reserved once, reset in place,
+/// instead of being mapped and unmapped per request. Where the address space cannot hold
+/// the pool, the engine falls back to allocating on demand and says so on stderr.
 /// A thread ticks the epoch for as long as the engine lives.
 pub fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
-    let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
+    let engine = match Engine::new(&config) {
+        Ok(engine) => engine,
+        Err(e) => {
+            eprintln!(
+                "spin-runner: the pooling allocator is unavailable ({e}); allocating instances on demand"
+            );
+            config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+            Engine::new(&config).map_err(anyhow::Error::from)?
+        }
+    };
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("spin-runner-epoch".into())
@@ -68,6 +90,31 @@ pub fn engine() -> Result<Engine> {
     Ok(engine)
 }
 
+/// Spin's pool limits, sized for [`MAX_INSTANCES`] concurrent requests of components made
+/// of a few core modules (the backend is one module with one memory and one table).
+fn pooling() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(MAX_INSTANCES)
+        .total_memories(MAX_INSTANCES)
+        .total_tables(2 * MAX_INSTANCES)
+        .total_stacks(MAX_INSTANCES)
+        .total_core_instances(4 * MAX_INSTANCES)
+        .table_elements(100_000)
+        .max_component_instance_size(10 << 20)
+        .max_core_instance_size(10 << 20)
+        .max_core_instances_per_component(200)
+        .max_tables_per_component(64)
+        .max_memories_per_component(32)
+        .max_tables_per_module(2)
+        .max_memories_per_module(2)
+        .max_memory_size(4 << 30)
+        // A request's pages are zeroed in place up to this size instead of being returned
+        // to the kernel and faulted in again by the next request.
+        .linear_memory_keep_resident(2 << 20)
+        .table_keep_resident(1 << 19);
+    pool
+}
+
 struct LoadedComponent {
     pre: ProxyPre<HostState>,
     host: ComponentHost,
@@ -78,6 +125,7 @@ struct LoadedComponent {
 pub struct App {
     router: Router,
     components: BTreeMap<String, LoadedComponent>,
+    log_requests: bool,
 }
 
 impl App {
@@ -95,8 +143,13 @@ impl App {
             )
         })?;
         let db = options.state_dir.join(DB_FILE);
-        let kv = SqliteKv::open(&db)
+        let kv = SqliteKv::open(&db, options.durability)
             .with_context(|| format!("cannot open key-value database {}", db.display()))?;
+        eprintln!(
+            "spin-runner: key-value store {} (write-ahead log, group commit, {} durability)",
+            db.display(),
+            options.durability
+        );
 
         let engine = engine()?;
         let mut linker = Linker::new(&engine);
@@ -151,7 +204,11 @@ impl App {
                 },
             );
         }
-        Ok(Self { router, components })
+        Ok(Self {
+            router,
+            components,
+            log_requests: options.log_requests,
+        })
     }
 
     /// The routes, for the start-up banner: (route, component).
@@ -179,6 +236,9 @@ pub async fn serve(
                 }
             },
         };
+        // A response head and its body are separate writes: without this, Nagle's algorithm
+        // holds the second until the client acknowledges the first.
+        let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
         let app = app.clone();
         tokio::spawn(async move {
@@ -223,12 +283,14 @@ async fn handle(
             (response, Some(component))
         }
     };
-    eprintln!(
-        "spin-runner: {method} {path} -> {} in {:.1} ms{}",
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0,
-        component.map(|c| format!(" ({c})")).unwrap_or_default()
-    );
+    if app.log_requests {
+        eprintln!(
+            "spin-runner: {method} {path} -> {} in {:.1} ms{}",
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0,
+            component.map(|c| format!(" ({c})")).unwrap_or_default()
+        );
+    }
     response
 }
 

@@ -74,15 +74,17 @@ impl Runner {
             Some(state_dir),
             &state_dir.join("runner.stderr"),
             env,
+            &[],
         )
     }
 
-    /// `state_dir: None` leaves `--state-dir` out.
+    /// `state_dir: None` leaves `--state-dir` out; `args` are added to `up`'s.
     fn start_with(
         manifest: &Path,
         state_dir: Option<&Path>,
         stderr_log: &Path,
         env: &[(&str, &str)],
+        args: &[&str],
     ) -> Result<Self, String> {
         let stderr_log = stderr_log.to_owned();
         let mut command = Command::new(env!("CARGO_BIN_EXE_spin-runner"));
@@ -93,6 +95,7 @@ impl Runner {
         if let Some(state_dir) = state_dir {
             command.arg("--state-dir").arg(state_dir);
         }
+        command.args(args);
         command
             .current_dir(std::env::temp_dir())
             .env_remove("SPIN_VARIABLE_GATEWAY_HMAC_KEYS")
@@ -191,10 +194,12 @@ fn as_refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
 fn serves_the_projects_spin_toml_and_writes_spins_sqlite_file() {
     backend_wasm();
     let state = tempfile::tempdir().unwrap();
-    let runner = Runner::start(
+    let runner = Runner::start_with(
         &repo_root().join("spin.toml"),
-        state.path(),
+        Some(state.path()),
+        &state.path().join("runner.stderr"),
         &[("SPIN_VARIABLE_GATEWAY_HMAC_KEYS", HMAC_KEY)],
+        &["--log-requests"],
     )
     .unwrap_or_else(|stderr| panic!("runner did not start:\n{stderr}"));
 
@@ -244,7 +249,7 @@ fn serves_the_projects_spin_toml_and_writes_spins_sqlite_file() {
     let reply = send(runner.addr, "GET", &path, &as_refs(&headers), b"");
     assert_eq!(reply.status, 200, "{}", reply.text());
 
-    // Every request is logged on stderr without header values.
+    // With --log-requests, every request is logged on stderr without header values.
     let log = runner.stderr();
     assert!(log.contains("POST /api/workspaces -> 201"), "{log}");
     let signature = &headers[2].1;
@@ -304,6 +309,10 @@ key_value_stores = ["default"]
         let reply = send(runner.addr, "GET", "/api/workspaces", &[], b"");
         assert_eq!(reply.status, 401, "{}", reply.text());
     }
+    // Without --log-requests, only the failures are logged.
+    let log = runner.stderr();
+    assert_eq!(log.matches("component \"trap\" failed").count(), 3, "{log}");
+    assert!(!log.contains("-> 401"), "{log}");
     let (code, _) = runner.stop("INT");
     assert_eq!(code, Some(0));
 }
@@ -341,7 +350,7 @@ key_value_stores = ["default"]
     )
     .unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let runner = Runner::start_with(&manifest, None, &logs.path().join("stderr"), &[])
+    let runner = Runner::start_with(&manifest, None, &logs.path().join("stderr"), &[], &[])
         .unwrap_or_else(|stderr| panic!("runner did not start:\n{stderr}"));
     assert_eq!(send(runner.addr, "GET", "/kv", &[], b"").status, 500);
     let rows = sqlite_rows(&app.path().join(".spin"));

@@ -113,18 +113,39 @@ fn smoke_bench_reports_every_figure() {
     assert!(num(memory, "/rss_end_kib") > 0.0);
 
     let creates = &report["creates"];
-    assert!(num(creates, "/creates_per_s") > 0.0, "{creates}");
-    assert_eq!(num(creates, "/non_2xx"), 0.0, "{creates}");
-
-    let backend = report["backend_bench"].as_array().unwrap();
-    assert!(!backend.is_empty());
-    assert!(
-        backend.iter().all(|f| num(f, "/creates_per_s") > 0.0),
-        "{backend:?}"
-    );
+    let rows = creates["rows"].as_array().unwrap();
+    for via in ["gateway", "runner"] {
+        for durability in ["process", "power"] {
+            for connections in [1, 32] {
+                for key in [false, true] {
+                    let what = format!("creates {via} {durability} {connections} key={key}");
+                    let row = rows
+                        .iter()
+                        .find(|r| {
+                            r["via"] == via
+                                && r["durability"] == durability
+                                && r["connections"] == connections
+                                && r["idempotency_key"] == key
+                        })
+                        .unwrap_or_else(|| panic!("{what} missing: {creates}"));
+                    assert!(num(row, "/creates_per_s") > 0.0, "{what}: {row}");
+                    assert_eq!(num(row, "/non_2xx"), 0.0, "{what}: {row}");
+                    assert_eq!(num(row, "/socket_errors"), 0.0, "{what}: {row}");
+                    let (p50, p99) = (num(row, "/p50_us"), num(row, "/p99_us"));
+                    assert!(p50 > 0.0 && p50 <= p99, "{what}: {row}");
+                }
+            }
+        }
+    }
+    for mode in ["rollback_full", "wal_full", "wal_normal"] {
+        assert!(
+            num(creates, &format!("/commit_rates/{mode}")) > 0.0,
+            "{creates}"
+        );
+    }
 
     // Targets are stated, met or not, never asserted.
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 5, "{targets:?}");
+    assert_eq!(targets.len(), 7, "{targets:?}");
     assert!(targets.iter().all(|t| t["met"].is_boolean()));
 }

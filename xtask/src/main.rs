@@ -55,6 +55,13 @@ struct UpArgs {
     /// Serve the backend with the local runner even when `spin` is on PATH.
     #[arg(long)]
     no_spin: bool,
+    /// What an answered write survives under the local runner: `process` (the runner being
+    /// killed) or `power` (a power loss too: one sync per group commit). See runner/README.md.
+    #[arg(long, default_value = "process", value_parser = ["process", "power"])]
+    durability: String,
+    /// Have the local runner log one line per request on stderr (in the backend log).
+    #[arg(long)]
+    log_requests: bool,
 }
 
 #[derive(clap::Args)]
@@ -132,6 +139,10 @@ fn up(args: UpArgs) -> Result<()> {
     envoy::ensure_installed()?;
     artifacts::build()?;
     let state_dir = paths::root().join(&args.state_dir);
+    let mut runner_args = vec!["--durability".to_owned(), args.durability.clone()];
+    if args.log_requests {
+        runner_args.push("--log-requests".into());
+    }
     let mut stack = Stack::try_start(StackOptions {
         envoy_concurrency: args.concurrency,
         gateway_listen: args.listen,
@@ -139,6 +150,7 @@ fn up(args: UpArgs) -> Result<()> {
         backend_listen: args.backend,
         state_dir: Some(state_dir.clone()),
         prefer_spin: !args.no_spin,
+        runner_args,
         ..StackOptions::default()
     })?;
     let token = TokenSpec::new("u-dev", &[(SEED_ORG, &["owner"])]).mint()?;

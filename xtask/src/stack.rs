@@ -56,6 +56,9 @@ pub struct StackOptions {
     pub envoy_log_level: &'static str,
     /// Which build of the filter Envoy loads (the shipped one unless a test says otherwise).
     pub filter: artifacts::FilterBuild,
+    /// Arguments added to the local runner's `up` (not to `spin up`), e.g. `--durability
+    /// power`; by default `--log-requests`, so a failing test's log shows every request.
+    pub runner_args: Vec<String>,
 }
 
 impl Default for StackOptions {
@@ -73,6 +76,7 @@ impl Default for StackOptions {
             prefer_spin: false,
             envoy_log_level: "info",
             filter: artifacts::FilterBuild::Shipped,
+            runner_args: vec!["--log-requests".into()],
         }
     }
 }
@@ -93,6 +97,7 @@ impl StateDir {
 
 /// A running backend and, unless disabled, Envoy in front of it. Dropping it stops both.
 pub struct Stack {
+    options: StackOptions,
     // Field order is drop order: Envoy stops before the backend, the state folder goes last.
     envoy: Option<Service>,
     backend: Service,
@@ -137,8 +142,9 @@ impl Stack {
             StateDir::Kept(dir) => dir.join("logs"),
         };
         fs::create_dir_all(&logs)?;
-        let (backend, backend_addr) = start_backend(&options, state.path(), &logs)?;
+        let (backend, backend_addr) = start_backend(&options, state.path(), &logs, false)?;
         let mut stack = Self {
+            options,
             envoy: None,
             backend,
             gateway: None,
@@ -148,7 +154,8 @@ impl Stack {
             state,
         };
         if let Some(bin) = envoy_bin {
-            let (service, gateway, admin) = start_envoy(&bin, &options, backend_addr, &stack.logs)?;
+            let (service, gateway, admin) =
+                start_envoy(&bin, &stack.options, backend_addr, &stack.logs)?;
             stack.envoy = Some(service);
             stack.gateway = Some(gateway);
             stack.admin = Some(admin);
@@ -230,6 +237,19 @@ impl Stack {
             .as_u64()
     }
 
+    /// Starts the backend host again, on the same address (Envoy keeps pointing at it) and
+    /// the same state folder, once the previous one has exited (one still running is
+    /// stopped first); its log continues the previous one. Tests kill the backend with
+    /// SIGKILL through [`Stack::backend_pid`], then call this.
+    pub fn restart_backend(&mut self) -> Result<()> {
+        self.backend.stop(Duration::from_secs(5));
+        let mut options = self.options.clone();
+        options.backend_listen = self.backend_addr;
+        let (backend, _) = start_backend(&options, self.state.path(), &self.logs, true)?;
+        self.backend = backend;
+        Ok(())
+    }
+
     /// Checks that both processes are still running.
     pub fn check_alive(&mut self) -> Result<()> {
         for service in self
@@ -264,10 +284,12 @@ impl Drop for Stack {
     }
 }
 
+/// Starts the backend host; `append` continues its log instead of starting a new one.
 fn start_backend(
     options: &StackOptions,
     state: &Path,
     logs: &Path,
+    append: bool,
 ) -> Result<(Service, SocketAddr)> {
     let spin = options.prefer_spin.then(|| which("spin")).flatten();
     let (name, mut cmd) = match &spin {
@@ -278,11 +300,14 @@ fn start_backend(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             );
+            cmd.args(["up"]).args(&options.runner_args);
             ("backend", cmd)
         }
     };
-    cmd.arg("up")
-        .arg("--from")
+    if spin.is_some() {
+        cmd.arg("up");
+    }
+    cmd.arg("--from")
         .arg(paths::spin_manifest())
         .arg("--listen")
         .arg(options.backend_listen.to_string())
@@ -294,7 +319,14 @@ fn start_backend(
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     let log = logs.join("backend.log");
-    cmd.stderr(fs::File::create(&log)?);
+    cmd.stderr(
+        fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&log)?,
+    );
     let mut child = process::spawn(cmd).with_context(|| format!("starting {name}"))?;
     let stdout = child.stdout.take().context("backend stdout")?;
     let mut service = Service::new(

@@ -120,6 +120,8 @@ impl InProcess {
             manifest: manifest.to_owned(),
             state_dir: state_dir.to_owned(),
             cache_dir: Some(state_dir.join("cache")),
+            durability: spin_runner::kv::Durability::Process,
+            log_requests: true,
         };
         let app = spin_runner::App::load(&options, move |name| {
             env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())

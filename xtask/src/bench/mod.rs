@@ -12,10 +12,12 @@
 //! Every scenario runs with Envoy `--concurrency` 1 and 2, at 32 connections, several times
 //! interleaved; the table shows medians and the ratios (3)/(2), (3)/(1) taken run by run.
 //! Then: Envoy's memory after a million distinct users passed the rate limiter and the
-//! idempotency store, and the backend's creates per second.
+//! idempotency store, and creates per second through the gateway and straight to the
+//! runner, beside the disk's own commit rate (`creates`).
 
+mod creates;
 mod gateway;
-mod procfs;
+pub mod procfs;
 mod report;
 mod tokens;
 mod wrk;
@@ -28,7 +30,6 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::stack::{Stack, StackOptions};
 use crate::{artifacts, envoy, paths};
 use gateway::Gateway;
 use tokens::{Family, Keys, Pool, PoolSpec};
@@ -59,9 +60,15 @@ pub struct BenchArgs {
     /// Skip the memory run.
     #[arg(long)]
     pub skip_memory: bool,
-    /// Skip the backend's creates per second.
+    /// Skip the creates per second (through the gateway and straight to the runner).
     #[arg(long)]
     pub skip_creates: bool,
+    /// Only the creates per second (no side-by-side scenarios, no memory run).
+    #[arg(long, conflicts_with = "skip_creates")]
+    pub creates_only: bool,
+    /// Distinct users of the creates run (default 4000; smoke 64).
+    #[arg(long)]
+    pub create_users: Option<u64>,
     /// Where to write the JSON (default `target/bench/latest.json`; smoke `smoke.json`).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -90,8 +97,10 @@ pub struct Settings {
     pub token_cache_entries: u64,
     /// Users in the memory run (0: skipped).
     pub memory_users: u64,
-    /// Seconds of the creates run (0: skipped).
+    /// Seconds of each creates figure (0: skipped).
     pub creates_s: f64,
+    /// Distinct users of the creates run.
+    pub create_users: u64,
 }
 
 const WRK_THREADS: u32 = 2;
@@ -108,7 +117,9 @@ impl BenchArgs {
             runs: self.runs.unwrap_or(if smoke { 1 } else { 5 }).max(1),
             connections: self.connections.max(1),
             wrk_threads: WRK_THREADS,
-            envoy_concurrency: if self.concurrency.is_empty() {
+            envoy_concurrency: if self.creates_only {
+                Vec::new()
+            } else if self.concurrency.is_empty() {
                 vec![1, 2]
             } else {
                 self.concurrency.clone()
@@ -117,7 +128,7 @@ impl BenchArgs {
             // cached when it comes round again, even split over two workers.
             distinct_tokens: token_cache_entries * 4,
             token_cache_entries,
-            memory_users: if self.skip_memory {
+            memory_users: if self.skip_memory || self.creates_only {
                 0
             } else {
                 self.users
@@ -131,6 +142,10 @@ impl BenchArgs {
             } else {
                 10.0
             },
+            create_users: self
+                .create_users
+                .unwrap_or(if smoke { 64 } else { 4_000 })
+                .max(1),
         }
     }
 }
@@ -186,73 +201,78 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
     let baseline_config = gateway::load("baseline")?;
 
     let token_dir = dir.join("tokens");
-    let cached = tokens::pool(
-        &keys,
-        &token_dir,
-        "cached-rs256",
-        PoolSpec {
-            family: Family::RS256,
-            tokens: 1,
-            threads: WRK_THREADS,
-            distinct_users: false,
-        },
-    )?;
-    let mut scenarios = vec![
-        scenario("baseline", "(1) Envoy, no filter", Kind::Baseline, &cached),
-        scenario(
-            "native",
-            "(2) native jwt_authn+local_ratelimit+rbac (RS256, cached)",
-            Kind::Native,
-            &cached,
-        ),
-        scenario(
-            "wasm",
-            "(3) our filter, all checks (RS256, cached)",
-            Kind::Wasm,
-            &cached,
-        ),
-    ];
-    for family in Family::ALL {
-        let pool = tokens::pool(
+    // The side-by-side scenarios' token pools (minted once, kept in target/bench/tokens).
+    let scenarios = if settings.envoy_concurrency.is_empty() {
+        Vec::new()
+    } else {
+        let cached = tokens::pool(
             &keys,
             &token_dir,
-            &format!(
-                "distinct-{}-{}",
-                family.alg().to_ascii_lowercase(),
-                settings.distinct_tokens
-            ),
+            "cached-rs256",
             PoolSpec {
-                family,
-                tokens: settings.distinct_tokens,
+                family: Family::RS256,
+                tokens: 1,
                 threads: WRK_THREADS,
                 distinct_users: false,
             },
         )?;
-        scenarios.push(scenario(
-            &format!("wasm-{}", family.alg().to_ascii_lowercase()),
-            &format!("(4) our filter, distinct {} tokens", family.alg()),
-            Kind::Wasm,
-            &pool,
-        ));
-    }
-    for (key, label, path) in [
-        (
-            "wasm-jwt-only",
-            "    breakdown: JWT + request ID + identity only",
-            "/api/bench/jwt-only",
-        ),
-        (
-            "wasm-jwt-ratelimit",
-            "    breakdown: + rate limit (no permission)",
-            "/api/bench/jwt-ratelimit",
-        ),
-    ] {
-        let mut s = scenario(key, label, Kind::Wasm, &cached);
-        s.path = path;
-        s.breakdown = true;
-        scenarios.push(s);
-    }
-
+        let mut scenarios = vec![
+            scenario("baseline", "(1) Envoy, no filter", Kind::Baseline, &cached),
+            scenario(
+                "native",
+                "(2) native jwt_authn+local_ratelimit+rbac (RS256, cached)",
+                Kind::Native,
+                &cached,
+            ),
+            scenario(
+                "wasm",
+                "(3) our filter, all checks (RS256, cached)",
+                Kind::Wasm,
+                &cached,
+            ),
+        ];
+        for family in Family::ALL {
+            let pool = tokens::pool(
+                &keys,
+                &token_dir,
+                &format!(
+                    "distinct-{}-{}",
+                    family.alg().to_ascii_lowercase(),
+                    settings.distinct_tokens
+                ),
+                PoolSpec {
+                    family,
+                    tokens: settings.distinct_tokens,
+                    threads: WRK_THREADS,
+                    distinct_users: false,
+                },
+            )?;
+            scenarios.push(scenario(
+                &format!("wasm-{}", family.alg().to_ascii_lowercase()),
+                &format!("(4) our filter, distinct {} tokens", family.alg()),
+                Kind::Wasm,
+                &pool,
+            ));
+        }
+        for (key, label, path) in [
+            (
+                "wasm-jwt-only",
+                "    breakdown: JWT + request ID + identity only",
+                "/api/bench/jwt-only",
+            ),
+            (
+                "wasm-jwt-ratelimit",
+                "    breakdown: + rate limit (no permission)",
+                "/api/bench/jwt-ratelimit",
+            ),
+        ] {
+            let mut s = scenario(key, label, Kind::Wasm, &cached);
+            s.path = path;
+            s.breakdown = true;
+            scenarios.push(s);
+        }
+        scenarios
+    };
     let mut report = Report::new(&settings, &envoy_bin, &wrk_bin);
     for &concurrency in &settings.envoy_concurrency {
         eprintln!("xtask bench: Envoy --concurrency {concurrency}");
@@ -353,10 +373,7 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
         )?);
     }
     if settings.creates_s > 0.0 {
-        eprintln!("xtask bench: backend creates per second");
-        report.creates = Some(creates_run(&wrk_bin, &work, &settings)?);
-        eprintln!("xtask bench: the backend's own creates benchmark (tests/e2e/backend_bench.rs)");
-        report.backend_bench = backend_bench(&settings)?;
+        report.creates = Some(creates::run(&wrk_bin, &work, &settings)?);
     }
     report.finish(started.elapsed());
     let out = args.out.clone().unwrap_or_else(|| {
@@ -423,6 +440,7 @@ fn measure(
             path: s.path,
             tokens: &s.pool.prefix,
             idempotency_keys: false,
+            key_prefix: "bench",
             body: None,
             duration: Duration::from_secs_f64(seconds),
             connections: settings.connections,
@@ -528,6 +546,7 @@ fn memory_run(
                 path: "/api/bench/idem",
                 tokens: &pool.prefix,
                 idempotency_keys: true,
+                key_prefix: "bench",
                 body: Some(&body),
                 duration: Duration::from_secs(3600),
                 connections: settings.connections,
@@ -558,66 +577,6 @@ fn memory_run(
         store_checks,
         gw.stats_containing("edge_filter"),
     ))
-}
-
-/// The backend's creates per second: `POST /api/v3/workspaces` through the shipped gateway
-/// (rate limits lifted) to the backend component under the local runner.
-fn creates_run(wrk_bin: &Path, work: &Path, settings: &Settings) -> Result<report::Creates> {
-    let mut filter = envoy::shipped_filter_config()?;
-    if let Some(Value::Array(routes)) = filter.get_mut("routes") {
-        for route in routes {
-            if route.get("rate_limit").is_some() {
-                route["rate_limit"] =
-                    serde_json::json!({"requests": 1_000_000_000u64, "per": "1s"});
-            }
-        }
-    }
-    let stack = Stack::try_start(StackOptions {
-        envoy_concurrency: 2,
-        filter_config: Some(filter),
-        envoy_log_level: "warn",
-        ..StackOptions::default()
-    })?;
-    let token = crate::token::TokenSpec::new("u-bench", &[(tokens::ORG, &["owner"])]).mint()?;
-    let prefix = work.join("creates-token");
-    for t in 0..WRK_THREADS {
-        let mut name = prefix.as_os_str().to_owned();
-        name.push(format!(".{t}.txt"));
-        fs::write(PathBuf::from(name), format!("{token}\n"))?;
-    }
-    let body = work.join("create-body.json");
-    let body_text = r#"{"name":"Bench workspace","description":"created by cargo xtask bench"}"#;
-    fs::write(&body, body_text)?;
-    let url = format!("{}/api/v3/workspaces", stack.gateway_url());
-    let (status, text) = http(
-        "POST",
-        &url,
-        &[
-            ("authorization", &format!("Bearer {token}")),
-            ("content-type", "application/json"),
-        ],
-        Some(body_text.as_bytes()),
-    )?;
-    if status != 201 {
-        bail!("creates run: POST /api/v3/workspaces answered {status}: {text}");
-    }
-    let outcome = wrk::run(
-        wrk_bin,
-        work,
-        &wrk::Load {
-            base_url: &stack.gateway_url(),
-            method: "POST",
-            path: "/api/v3/workspaces",
-            tokens: &prefix,
-            idempotency_keys: false,
-            body: Some(&body),
-            duration: Duration::from_secs_f64(settings.creates_s),
-            connections: settings.connections,
-            threads: WRK_THREADS,
-            stop_at_eof: false,
-        },
-    )?;
-    Ok(report::Creates::new(&outcome, settings.connections))
 }
 
 /// A small HTTP client for sanity checks: `(status, body)`.
@@ -675,61 +634,4 @@ fn http_full(
         .collect();
     let text = response.body_mut().read_to_string().unwrap_or_default();
     Ok((status, got, text))
-}
-
-/// The backend helper's creates benchmark (`tests/e2e/backend_bench.rs`: the backend alone
-/// under the runner, 1 and 16 clients, with and without `Idempotency-Key`), run as it is and
-/// its figures read from its output.
-fn backend_bench(settings: &Settings) -> Result<Vec<report::BackendFigure>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let creates = if settings.smoke { "40" } else { "400" };
-    let out = std::process::Command::new(cargo)
-        .args([
-            "test",
-            "--quiet",
-            "--package",
-            "e2e",
-            "--test",
-            "backend_bench",
-            "--",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("BENCH_CREATES", creates)
-        .env(artifacts::BUILT_ENV, "1")
-        .current_dir(paths::root())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("running tests/e2e/backend_bench.rs")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "tests/e2e/backend_bench.rs failed ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let figures: Vec<report::BackendFigure> = stdout
-        .lines()
-        .filter_map(|line| {
-            let (label, value) = line.rsplit_once(':')?;
-            let value = value
-                .trim()
-                .strip_suffix("creates/s")?
-                .trim()
-                .parse()
-                .ok()?;
-            Some(report::BackendFigure {
-                setting: label.trim().to_owned(),
-                creates_per_s: value,
-                creates: creates.parse().unwrap_or(0),
-            })
-        })
-        .collect();
-    if figures.is_empty() {
-        bail!("tests/e2e/backend_bench.rs printed no creates/s figure:\n{stdout}");
-    }
-    Ok(figures)
 }

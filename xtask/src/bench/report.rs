@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::wrk::Outcome;
@@ -17,6 +17,11 @@ pub const TARGET_RPS_RATIO: f64 = 0.9;
 pub const TARGET_P99_RATIO: f64 = 1.2;
 /// Memory is "bounded" when, after the first 10 % of users, it grows by less than this.
 pub const MEMORY_GROWTH_LIMIT_KIB: u64 = 16 * 1024;
+/// Creates per second through the gateway (seed-004 body, distinct users, 32 connections,
+/// default durability): at least this.
+pub const TARGET_CREATES_PER_S: f64 = 2000.0;
+/// Their p99 latency: below this, ms.
+pub const TARGET_CREATES_P99_MS: f64 = 50.0;
 
 /// One measurement of one scenario.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -272,10 +277,19 @@ impl Memory {
     }
 }
 
-/// The backend's creates per second.
-#[derive(Debug, Clone, Serialize)]
-pub struct Creates {
-    /// Successful creates per second.
+/// One figure of the creates run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateRow {
+    /// `gateway` (Envoy + filter + runner, loaded by wrk) or `runner` (the runner alone,
+    /// loaded by `tests/e2e/backend_bench.rs`).
+    pub via: String,
+    /// The runner's `--durability`.
+    pub durability: String,
+    /// Open connections (concurrent clients).
+    pub connections: u32,
+    /// Whether every create carried its own `Idempotency-Key`.
+    pub idempotency_key: bool,
+    /// Creates answered 201 per second.
     pub creates_per_s: f64,
     /// Latency percentiles, µs.
     pub p50_us: f64,
@@ -283,18 +297,32 @@ pub struct Creates {
     pub p99_us: f64,
     /// Requests completed.
     pub requests: u64,
-    /// Responses ≥ 400.
+    /// Responses other than 201 (wrk: ≥ 400).
     pub non_2xx: u64,
-    /// Connections.
-    pub connections: u32,
-    /// What was measured.
-    pub path: String,
+    /// Connect, read, write errors and timeouts.
+    pub socket_errors: u64,
+    /// Envoy's CPU time per request, µs (0 straight to the runner).
+    #[serde(default)]
+    pub envoy_cpu_us_per_req: f64,
+    /// The runner's CPU time per request, µs (all its threads: requests, writer, readers).
+    #[serde(default)]
+    pub runner_cpu_us_per_req: f64,
 }
 
-impl Creates {
+impl CreateRow {
     /// From wrk's outcome.
-    pub fn new(o: &Outcome, connections: u32) -> Self {
+    pub fn from_wrk(
+        via: &str,
+        durability: &str,
+        connections: u32,
+        idempotency_key: bool,
+        o: &Outcome,
+    ) -> Self {
         Self {
+            via: via.to_owned(),
+            durability: durability.to_owned(),
+            connections,
+            idempotency_key,
             creates_per_s: if o.seconds > 0.0 {
                 o.requests.saturating_sub(o.non_2xx) as f64 / o.seconds
             } else {
@@ -304,21 +332,61 @@ impl Creates {
             p99_us: o.p99_us,
             requests: o.requests,
             non_2xx: o.non_2xx,
-            connections,
-            path: "POST /api/v3/workspaces through Envoy + filter to the backend under the local runner (debug build, as `cargo xtask up` runs it)".into(),
+            socket_errors: o.socket_errors,
+            envoy_cpu_us_per_req: 0.0,
+            runner_cpu_us_per_req: 0.0,
         }
+    }
+
+    /// Records CPU seconds spent by Envoy and the runner over the figure.
+    pub fn with_cpu(mut self, envoy_s: f64, runner_s: f64) -> Self {
+        if self.requests > 0 {
+            self.envoy_cpu_us_per_req = envoy_s * 1e6 / self.requests as f64;
+            self.runner_cpu_us_per_req = runner_s * 1e6 / self.requests as f64;
+        }
+        self
     }
 }
 
-/// One figure of the backend helper's creates benchmark.
+/// SQLite commits per second on the bench's disk, one row per commit
+/// (`spin-runner commit-rate`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct CommitRates {
+    /// SQLite's defaults (rollback journal, `synchronous = FULL`): the runner before WAL.
+    pub rollback_full: f64,
+    /// WAL with a sync per commit: the limit of `--durability power` without group commit.
+    pub wal_full: f64,
+    /// WAL without a sync at commit: `--durability process`.
+    pub wal_normal: f64,
+}
+
+/// The creates run.
 #[derive(Debug, Clone, Serialize)]
-pub struct BackendFigure {
-    /// Its setting as printed (`16 client(s), no Idempotency-Key`).
-    pub setting: String,
-    /// Creates per second.
-    pub creates_per_s: f64,
-    /// Creates measured.
-    pub creates: u64,
+pub struct Creates {
+    /// Distinct users (one token each) the gateway figures cycle through.
+    pub users: u64,
+    /// Every figure.
+    pub rows: Vec<CreateRow>,
+    /// The disk's own commit rates, measured in the same run.
+    pub commit_rates: CommitRates,
+}
+
+impl Creates {
+    /// The figure for `via`, `durability`, `connections`, with or without a key.
+    pub fn row(
+        &self,
+        via: &str,
+        durability: &str,
+        connections: u32,
+        idempotency_key: bool,
+    ) -> Option<&CreateRow> {
+        self.rows.iter().find(|r| {
+            r.via == via
+                && r.durability == durability
+                && r.connections == connections
+                && r.idempotency_key == idempotency_key
+        })
+    }
 }
 
 /// A target of the issue, stated plainly.
@@ -366,10 +434,8 @@ pub struct Report {
     pub results: Vec<ConcurrencyResult>,
     /// The memory run.
     pub memory: Option<Memory>,
-    /// The creates run through the gateway.
+    /// Creates per second, through the gateway and straight to the runner.
     pub creates: Option<Creates>,
-    /// The backend alone, from `tests/e2e/backend_bench.rs`.
-    pub backend_bench: Vec<BackendFigure>,
     /// The issue's targets.
     pub targets: Vec<Target>,
     /// Wall-clock seconds of the whole bench.
@@ -446,6 +512,9 @@ impl Report {
         if settings.smoke {
             command.push_str(" --smoke");
         }
+        if settings.envoy_concurrency.is_empty() {
+            command.push_str(" --creates-only");
+        }
         Self {
             generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
             command,
@@ -454,7 +523,6 @@ impl Report {
             results: Vec::new(),
             memory: None,
             creates: None,
-            backend_bench: Vec::new(),
             targets: Vec::new(),
             elapsed_s: 0.0,
         }
@@ -523,6 +591,30 @@ impl Report {
                 met: m.bounded,
             });
         }
+        if let Some(c) = &self.creates {
+            let row = c.row("gateway", "process", 32, false);
+            let what = format!(
+                "through the gateway (seed-004 body, {} distinct users, 32 connections, process durability)",
+                c.users
+            );
+            targets.push(Target {
+                target: format!("creates {what} ≥ {TARGET_CREATES_PER_S:.0}/s"),
+                measured: row.map_or("not measured".into(), |r| {
+                    format!("{:.0}/s", r.creates_per_s)
+                }),
+                met: row.is_some_and(|r| {
+                    r.creates_per_s >= TARGET_CREATES_PER_S && r.non_2xx + r.socket_errors == 0
+                }),
+            });
+            targets.push(Target {
+                target: format!("p99 of creates {what} < {TARGET_CREATES_P99_MS:.0} ms"),
+                measured: row.map_or("not measured".into(), |r| {
+                    format!("{:.1} ms", r.p99_us / 1000.0)
+                }),
+                met: row
+                    .is_some_and(|r| r.p99_us > 0.0 && r.p99_us / 1000.0 < TARGET_CREATES_P99_MS),
+            });
+        }
         self.targets = targets;
     }
 
@@ -544,6 +636,80 @@ impl Report {
             s.runs,
             self.machine.commit,
         );
+        self.scenario_tables(&mut t);
+        if let Some(m) = &self.memory {
+            let _ = writeln!(
+                t,
+                "\nMemory (Envoy VmRSS, --concurrency 2): {:.1} MiB at start → {:.1} MiB after {} distinct users through the rate limiter and the idempotency store ({} answered 2xx; peak {:.1} MiB; {:.1} MiB at 10 %; {:.0} req/s; {} errors). Limits: {}.",
+                m.rss_start_kib as f64 / 1024.0,
+                m.rss_end_kib as f64 / 1024.0,
+                m.users,
+                m.passed_2xx,
+                m.rss_peak_kib as f64 / 1024.0,
+                m.rss_at_10pct_kib as f64 / 1024.0,
+                m.rps,
+                m.non_2xx,
+                m.limits
+            );
+        }
+        if let Some(c) = &self.creates {
+            let _ = writeln!(
+                t,
+                "\nCreates: `POST /api/workspaces`, seed-004 body, a distinct user per create ({} users through the gateway), {} s per figure:\n",
+                c.users, s.creates_s
+            );
+            let _ = writeln!(
+                t,
+                "| via | durability | connections | Idempotency-Key | creates/s | p50 ms | p99 ms | errors | Envoy CPU µs/create | runner CPU µs/create |"
+            );
+            let _ = writeln!(t, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|");
+            for r in &c.rows {
+                let _ = writeln!(
+                    t,
+                    "| {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {} | {:.0} | {:.0} |",
+                    r.via,
+                    r.durability,
+                    r.connections,
+                    if r.idempotency_key { "yes" } else { "no" },
+                    r.creates_per_s,
+                    r.p50_us / 1000.0,
+                    r.p99_us / 1000.0,
+                    r.non_2xx + r.socket_errors,
+                    r.envoy_cpu_us_per_req,
+                    r.runner_cpu_us_per_req
+                );
+            }
+            let rates = &c.commit_rates;
+            let _ = writeln!(
+                t,
+                "\nThe disk, same run (`spin-runner commit-rate`, one row per commit): {:.0} commits/s with SQLite's defaults (rollback journal, synchronous=FULL), {:.0}/s in WAL with a sync per commit (synchronous=FULL), {:.0}/s in WAL without (synchronous=NORMAL).",
+                rates.rollback_full, rates.wal_full, rates.wal_normal
+            );
+        }
+        let _ = writeln!(t, "\nTargets:\n");
+        for target in &self.targets {
+            let _ = writeln!(
+                t,
+                "- {}: **{}** ({})",
+                target.target,
+                if target.met { "met" } else { "not met" },
+                target.measured
+            );
+        }
+        if self.settings.smoke {
+            let _ = writeln!(
+                t,
+                "\n(smoke run: figures prove the bench works, they are too short to compare)"
+            );
+        }
+        t
+    }
+
+    /// The side-by-side scenarios and their ratios (none in a `--creates-only` run).
+    fn scenario_tables(&self, t: &mut String) {
+        if self.results.is_empty() {
+            return;
+        }
         let _ = writeln!(
             t,
             "| scenario | Envoy workers | req/s | p50 ms | p99 ms | p99.9 ms | Envoy CPU µs/req |"
@@ -604,63 +770,6 @@ impl Report {
             }
             let _ = writeln!(t, "{line}");
         }
-        if let Some(m) = &self.memory {
-            let _ = writeln!(
-                t,
-                "\nMemory (Envoy VmRSS, --concurrency 2): {:.1} MiB at start → {:.1} MiB after {} distinct users through the rate limiter and the idempotency store ({} answered 2xx; peak {:.1} MiB; {:.1} MiB at 10 %; {:.0} req/s; {} errors). Limits: {}.",
-                m.rss_start_kib as f64 / 1024.0,
-                m.rss_end_kib as f64 / 1024.0,
-                m.users,
-                m.passed_2xx,
-                m.rss_peak_kib as f64 / 1024.0,
-                m.rss_at_10pct_kib as f64 / 1024.0,
-                m.rps,
-                m.non_2xx,
-                m.limits
-            );
-        }
-        if let Some(c) = &self.creates {
-            let _ = writeln!(
-                t,
-                "\nBackend creates: {:.0} workspaces/s (p50 {:.1} ms, p99 {:.1} ms, {} connections, {} errors): {}.",
-                c.creates_per_s,
-                c.p50_us / 1000.0,
-                c.p99_us / 1000.0,
-                c.connections,
-                c.non_2xx,
-                c.path
-            );
-        }
-        if !self.backend_bench.is_empty() {
-            let _ = writeln!(
-                t,
-                "\nBackend alone under the runner (tests/e2e/backend_bench.rs, debug build):"
-            );
-            for f in &self.backend_bench {
-                let _ = writeln!(
-                    t,
-                    "- {}: {:.0} creates/s ({} creates)",
-                    f.setting, f.creates_per_s, f.creates
-                );
-            }
-        }
-        let _ = writeln!(t, "\nTargets:\n");
-        for target in &self.targets {
-            let _ = writeln!(
-                t,
-                "- {}: **{}** ({})",
-                target.target,
-                if target.met { "met" } else { "not met" },
-                target.measured
-            );
-        }
-        if self.settings.smoke {
-            let _ = writeln!(
-                t,
-                "\n(smoke run: figures prove the bench works, they are too short to compare)"
-            );
-        }
-        t
     }
 }
 

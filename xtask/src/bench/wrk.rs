@@ -10,8 +10,9 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 /// The Lua script. Arguments after `--`: token-file prefix, method, path, mode (`plain`,
-/// `idem`), body file or `-`, and `stop` to end each thread at the end of its file (the
-/// memory run) instead of starting over.
+/// `idem`), body file or `-`, `stop` to end each thread at the end of its file (the memory
+/// run) instead of starting over, and the prefix of the `Idempotency-Key`s (unique per run,
+/// so a later run never replays an earlier one's keys).
 const SCRIPT: &str = r#"-- cargo xtask bench: one request per token line, tokens rotated from per-thread files.
 local next_id = 0
 function setup(thread)
@@ -19,7 +20,7 @@ function setup(thread)
   next_id = next_id + 1
 end
 
-local file, method, path, idem, body, stop_at_eof, eof_marker
+local file, method, path, idem, body, stop_at_eof, eof_marker, key_prefix
 local counter = 0
 local last = nil
 eof = false
@@ -33,6 +34,7 @@ function init(args)
     b:close()
   end
   stop_at_eof = args[6] == "stop"
+  key_prefix = args[7] or "bench"
   file = assert(io.open(prefix .. "." .. tid .. ".txt", "r"))
   eof_marker = prefix .. "." .. tid .. ".eof"
 end
@@ -54,7 +56,7 @@ function request()
   local headers = { ["Authorization"] = "Bearer " .. token }
   if idem then
     counter = counter + 1
-    headers["Idempotency-Key"] = string.format("bench-%d-%d", tid, counter)
+    headers["Idempotency-Key"] = string.format("%s-%d-%d", key_prefix, tid, counter)
   end
   if body ~= nil then
     headers["Content-Type"] = "application/json"
@@ -148,6 +150,8 @@ pub struct Load<'a> {
     pub tokens: &'a Path,
     /// Send a fresh `Idempotency-Key` on every request.
     pub idempotency_keys: bool,
+    /// What those keys start with: unique per run.
+    pub key_prefix: &'a str,
     /// A JSON body file.
     pub body: Option<&'a Path>,
     /// How long (an upper bound when `stop_at_eof`).
@@ -236,6 +240,7 @@ pub fn run(bin: &Path, work: &Path, load: &Load<'_>) -> Result<Outcome> {
                 .map_or_else(|| "-".into(), |b| b.display().to_string()),
         )
         .arg(if load.stop_at_eof { "stop" } else { "loop" })
+        .arg(load.key_prefix)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
