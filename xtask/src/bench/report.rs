@@ -632,7 +632,19 @@ impl Report {
     pub fn table(&self) -> String {
         let mut t = String::new();
         let s = &self.settings;
-        let _ = writeln!(
+        if self.results.is_empty() {
+            let _ = writeln!(
+                t,
+                "\n`{}` — {} — {} ({} CPUs), Envoy {}, commit {}",
+                self.command,
+                self.generated_at,
+                self.machine.cpu,
+                self.machine.cpus,
+                envoy_version(&self.machine.envoy),
+                self.machine.commit,
+            );
+        } else {
+            let _ = writeln!(
             t,
             "\n`{}` — {} — {} ({} CPUs), Envoy {}, wrk {} connections / {} threads, {} s × {} run(s) per figure (medians), commit {}\n",
             self.command,
@@ -646,6 +658,7 @@ impl Report {
             s.runs,
             self.machine.commit,
         );
+        }
         self.scenario_tables(&mut t);
         if let Some(m) = &self.memory {
             let _ = writeln!(
