@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use super::report::{CommitRates, CreateRow, Creates};
+use super::report::{load_average, CommitRates, CreateRow, Creates};
 use super::{http, procfs, wrk, Settings, WRK_THREADS};
 use crate::stack::{Stack, StackOptions};
 use crate::token::TokenSpec;
@@ -30,6 +30,7 @@ pub const DURABILITIES: [&str; 2] = ["process", "power"];
 
 /// Measures every figure; see the module documentation.
 pub fn run(wrk_bin: &Path, work: &Path, settings: &Settings) -> Result<Creates> {
+    let load_before = load_average();
     let users = settings.create_users;
     let tokens = mint_users(work, users)?;
     let body = work.join("seed-004.json");
@@ -61,6 +62,7 @@ pub fn run(wrk_bin: &Path, work: &Path, settings: &Settings) -> Result<Creates> 
         users,
         rows,
         commit_rates,
+        load_average: [load_before, load_average()],
     })
 }
 

@@ -369,6 +369,16 @@ pub struct Creates {
     pub rows: Vec<CreateRow>,
     /// The disk's own commit rates, measured in the same run.
     pub commit_rates: CommitRates,
+    /// The machine's load average (1, 5, 15 min) before and after the creates run: on a
+    /// shared machine, how much CPU the figures had to share.
+    pub load_average: [[f64; 3]; 2],
+}
+
+/// The load average of the last 1, 5 and 15 minutes (`/proc/loadavg`).
+pub fn load_average() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut fields = text.split_whitespace().map(|f| f.parse().unwrap_or(0.0));
+    [(); 3].map(|()| fields.next().unwrap_or(0.0))
 }
 
 impl Creates {
@@ -622,7 +632,19 @@ impl Report {
     pub fn table(&self) -> String {
         let mut t = String::new();
         let s = &self.settings;
-        let _ = writeln!(
+        if self.results.is_empty() {
+            let _ = writeln!(
+                t,
+                "\n`{}` — {} — {} ({} CPUs), Envoy {}, commit {}",
+                self.command,
+                self.generated_at,
+                self.machine.cpu,
+                self.machine.cpus,
+                envoy_version(&self.machine.envoy),
+                self.machine.commit,
+            );
+        } else {
+            let _ = writeln!(
             t,
             "\n`{}` — {} — {} ({} CPUs), Envoy {}, wrk {} connections / {} threads, {} s × {} run(s) per figure (medians), commit {}\n",
             self.command,
@@ -636,6 +658,7 @@ impl Report {
             s.runs,
             self.machine.commit,
         );
+        }
         self.scenario_tables(&mut t);
         if let Some(m) = &self.memory {
             let _ = writeln!(
@@ -684,6 +707,12 @@ impl Report {
                 t,
                 "\nThe disk, same run (`spin-runner commit-rate`, one row per commit): {:.0} commits/s with SQLite's defaults (rollback journal, synchronous=FULL), {:.0}/s in WAL with a sync per commit (synchronous=FULL), {:.0}/s in WAL without (synchronous=NORMAL).",
                 rates.rollback_full, rates.wal_full, rates.wal_normal
+            );
+            let [before, after] = c.load_average;
+            let _ = writeln!(
+                t,
+                "Load average of the machine (1/5/15 min, {} CPUs): {:.2} {:.2} {:.2} before, {:.2} {:.2} {:.2} after.",
+                self.machine.cpus, before[0], before[1], before[2], after[0], after[1], after[2]
             );
         }
         let _ = writeln!(t, "\nTargets:\n");
