@@ -504,7 +504,7 @@ fn killed_runner_keys_held_past_the_in_flight_timeout_create_once() {
 /// As above, through the gateway; fails also because the filter stores the backend's 409
 /// ("still in flight") as the key's final answer and replays it.
 #[test]
-#[ignore = "fails until the backend fix above, and until the filter stops replaying a 409 in-flight answer"]
+#[ignore = "fails until the backend fix above (the filter releases a 409 in-flight answer since issue 8)"]
 fn killed_runner_behind_the_gateway_keys_held_past_the_in_flight_timeout_create_once() {
     let (stack, via) = gateway();
     survives_kills(stack, &via, "gateway-timeout", true);
