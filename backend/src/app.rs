@@ -3,7 +3,7 @@
 //! [`Problem`] becomes a response.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use gateway_identity::{Identity, Verifier, IDENTITY_HEADER, SIGNATURE_HEADER};
+use edge_contract::{Identity, Verifier, IDENTITY_HEADER, SIGNATURE_HEADER};
 
 use crate::handlers;
 use crate::http::{ApiRequest, ApiResponse, MAX_BODY_BYTES};
@@ -135,7 +135,7 @@ fn authenticate(req: &ApiRequest, env: &Env<'_>) -> Result<Identity, Problem> {
             .map_err(|_| unauthenticated("header not UTF-8"))
     };
     let path = req.path_and_query();
-    let request = gateway_identity::Request {
+    let request = edge_contract::Request {
         request_id: req.header("x-request-id").unwrap_or(""),
         method: &req.method,
         path: &path,
@@ -160,7 +160,7 @@ fn authenticate(req: &ApiRequest, env: &Env<'_>) -> Result<Identity, Problem> {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
-    use gateway_identity::{Identity, Signer};
+    use edge_contract::{Identity, Signer};
 
     use super::*;
     use crate::store::MemoryKv;
@@ -183,7 +183,7 @@ mod tests {
             ..Identity::default()
         };
         let req = ApiRequest::new("GET", "/api/workspaces/w-1").with_header("x-request-id", "r");
-        let gateway = gateway_identity::Request {
+        let gateway = edge_contract::Request {
             request_id: "r",
             method: "GET",
             path: "/api/workspaces/w-1",

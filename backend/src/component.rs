@@ -1,8 +1,8 @@
 //! The Spin adapter: reads the request (at most `MAX_BODY_BYTES` of body), opens the store
 //! and the keys, and writes the response.
 
+use edge_contract::Verifier;
 use futures::StreamExt;
-use gateway_identity::Verifier;
 use spin_sdk::http::{IncomingRequest, Response};
 use spin_sdk::http_component;
 
@@ -71,7 +71,7 @@ async fn handle(req: IncomingRequest) -> Response {
         eprintln!(
             "variable {} is unset or has no key of at least {} bytes",
             crate::KEYS_VARIABLE,
-            gateway_identity::MIN_KEY_LEN
+            edge_contract::MIN_KEY_LEN
         );
     }
     let verifier = keys.map(Verifier::new);

@@ -113,7 +113,7 @@ impl ApiRequest {
     }
 
     /// The path and query as the host handed them (the gateway signs the same request in
-    /// the form [`gateway_identity::canonical_path`] gives both).
+    /// the form [`edge_contract::canonical_path`] gives both).
     pub fn path_and_query(&self) -> String {
         if self.query.is_empty() {
             self.path.clone()

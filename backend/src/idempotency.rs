@@ -147,7 +147,7 @@ fn in_flight() -> Problem {
     Problem::new(Kind::IdempotencyInFlight).with_header("retry-after", "1")
 }
 
-/// Claims `key` for `user` (a [`gateway_identity::Identity::principal`]), or tells why not: 409 while the first request runs, 422 when
+/// Claims `key` for `user` (a [`edge_contract::Identity::principal`]), or tells why not: 409 while the first request runs, 422 when
 /// the key was used for a different request, a replay when it completed.
 pub fn begin(
     kv: &dyn Kv,

@@ -3,7 +3,7 @@
 //! It serves `POST /api/workspaces` and `POST /api/v3/workspaces` (the two contracts in
 //! `shared/seeds/`), reads them back, lists an organization's workspaces and manages
 //! organization settings, storing everything in Spin's key-value store. Identity comes only
-//! from the gateway's signed forwarding (`gateway-identity`).
+//! from the gateway's signed forwarding (`edge-contract`).
 //!
 //! The Spin adapter (`component`, wasm only) converts Spin's request into an
 //! [`http::ApiRequest`] and calls [`app::handle`]; everything else is host-independent and
@@ -35,12 +35,12 @@ mod spin_store;
 pub const KEYS_VARIABLE: &str = "gateway_hmac_keys";
 
 /// The keys of a `gateway_hmac_keys` value: comma-separated, trimmed; `None` when none is
-/// at least [`gateway_identity::MIN_KEY_LEN`] bytes long (every key then fails closed).
+/// at least [`edge_contract::MIN_KEY_LEN`] bytes long (every key then fails closed).
 pub fn parse_keys(value: &str) -> Option<Vec<Vec<u8>>> {
     let keys: Vec<Vec<u8>> = value
         .split(',')
         .map(str::trim)
-        .filter(|k| k.len() >= gateway_identity::MIN_KEY_LEN)
+        .filter(|k| k.len() >= edge_contract::MIN_KEY_LEN)
         .map(|k| k.as_bytes().to_vec())
         .collect();
     (!keys.is_empty()).then_some(keys)

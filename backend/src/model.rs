@@ -140,7 +140,7 @@ impl V3Workspace {
 pub struct Membership {
     /// The workspace (`w-…` or the v3 integer as a string).
     pub workspace_id: String,
-    /// The member ([`gateway_identity::Identity::principal`]: issuer and subject).
+    /// The member ([`edge_contract::Identity::principal`]: issuer and subject).
     pub user: String,
     /// `OWNER`, `ADMIN` or `MEMBER`.
     pub role: String,

@@ -1,7 +1,7 @@
 //! Each gateway signature is accepted once: the backend remembers every nonce it accepted
 //! until no backend would accept its signature any more, then forgets it.
 //!
-//! The MAC binds a signature to one request, but within [`gateway_identity::Verifier`]'s
+//! The MAC binds a signature to one request, but within [`edge_contract::Verifier`]'s
 //! window the very same request could be sent again. So the first acceptance of a nonce is
 //! recorded at `nonce/{nonce}` by an atomic `increment` (1 means first; an `increment` is
 //! atomic on every host, unlike a compare-and-swap from absent, see [`crate::store::Kv`]).
@@ -15,7 +15,7 @@
 //! tail (so each slot has exactly one sweeper, however many requests race), deletes the
 //! nonce and the slot. It stops at the first slot not yet due. Since every request adds one
 //! slot and sweeps up to two, the queue holds about the slots of the last
-//! [`gateway_identity::Verifier::max_age_secs`] `× 2 +` [`SKEW_MARGIN_SECS`] seconds, plus
+//! [`edge_contract::Verifier::max_age_secs`] `× 2 +` [`SKEW_MARGIN_SECS`] seconds, plus
 //! a backlog that shrinks with every request.
 //!
 //! Races, closed without a lock:
@@ -98,7 +98,7 @@ impl Entry {
 
 /// Records `nonce` (the text of an authentic signature's nonce) and says whether it was
 /// seen before; `accepted_until` is the last second any verifier accepts its signature
-/// ([`gateway_identity::Verifier::accepted_until`]). Then sweeps what is due. A store
+/// ([`edge_contract::Verifier::accepted_until`]). Then sweeps what is due. A store
 /// failure while recording is an error (the request must fail closed); while sweeping it
 /// is ignored: the next requests sweep instead.
 pub fn remember(

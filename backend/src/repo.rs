@@ -21,7 +21,7 @@
 //! | `nonceq/head`, `nonceq/tail` | counters: last queue slot drawn, last swept | `increment` |
 //! | `nonceq/{n:020}` | `{forget-after} {nonce}` | the request that drew `n`; deleted by its sweeper |
 //!
-//! The principal is [`gateway_identity::Identity::principal`] (issuer and subject), hashed
+//! The principal is [`edge_contract::Identity::principal`] (issuer and subject), hashed
 //! so keys stay short and free of characters an issuer chose.
 
 use sha2::{Digest, Sha256};
@@ -84,15 +84,6 @@ pub fn create_workspace(kv: &dyn Kv, ws: &Workspace, owner: &Membership) -> Resu
 /// The workspace with this ID.
 pub fn get_workspace(kv: &dyn Kv, id: &str) -> Result<Option<Workspace>, StoreError> {
     get_json(kv, &ws_key(id))
-}
-
-/// The membership of `principal` in a workspace, if any.
-pub fn get_membership(
-    kv: &dyn Kv,
-    ws: &str,
-    principal: &str,
-) -> Result<Option<Membership>, StoreError> {
-    get_json(kv, &member_key(ws, principal))
 }
 
 /// One page of an organization's workspaces in creation order, starting at slot `from`

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value};
 
-use crate::model::{LMS_INTEGRATIONS, VISIBILITIES};
+use crate::model::{FeatureFlags, LMS_INTEGRATIONS, VISIBILITIES};
 use crate::problem::{Expected, FieldError, Reason};
 
 /// Longest workspace name, in characters (both APIs).
@@ -40,9 +40,8 @@ pub struct NewWorkspace {
     pub beginner_mode_default: bool,
     /// Normalized domains.
     pub allowed_domains: Vec<String>,
-    /// `featureFlags` in declaration order: realTimeTranslation, roleAwareSummaries,
-    /// examGeneration, breakoutRooms, aiAttendee.
-    pub feature_flags: [bool; 5],
+    /// `featureFlags`, each false when absent; the server-side `meetingEnergyDashboard` off.
+    pub feature_flags: FeatureFlags,
     /// Canonical tags; `[defaultLanguage]` when absent.
     pub supported_languages: Vec<String>,
 }
@@ -287,10 +286,15 @@ pub fn new_workspace(body: &Value) -> Result<NewWorkspace, Vec<FieldError>> {
 
     let flags_obj = e.object(obj, "featureFlags").unwrap_or(&empty);
     e.unknown_fields(flags_obj, "/featureFlags", FLAGS);
-    let mut feature_flags = [false; 5];
-    for (slot, key) in feature_flags.iter_mut().zip(FLAGS) {
-        *slot = e.boolean(flags_obj, "/featureFlags", key);
-    }
+    let mut flag = |key| e.boolean(flags_obj, "/featureFlags", key);
+    let feature_flags = FeatureFlags {
+        real_time_translation: flag("realTimeTranslation"),
+        role_aware_summaries: flag("roleAwareSummaries"),
+        exam_generation: flag("examGeneration"),
+        breakout_rooms: flag("breakoutRooms"),
+        ai_attendee: flag("aiAttendee"),
+        meeting_energy_dashboard: false,
+    };
 
     let mut allowed_domains: Vec<String> = Vec::new();
     for (i, raw) in e.string_list(obj, "allowedDomains").unwrap_or_default() {

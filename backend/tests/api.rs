@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{TimeZone, Utc};
-use gateway_identity::{Identity, Signer, Verifier, IDENTITY_HEADER, SIGNATURE_HEADER};
+use edge_contract::{Identity, Signer, Verifier, IDENTITY_HEADER, SIGNATURE_HEADER};
 use serde_json::{json, Value};
 use workspace_backend::app::{handle, Env};
 use workspace_backend::http::{ApiRequest, ApiResponse, MAX_BODY_BYTES};
@@ -116,7 +116,7 @@ fn sign_as(who: &Identity, req: ApiRequest, path: &str) -> ApiRequest {
     } else {
         req.with_header("x-request-id", rid)
     };
-    let r = gateway_identity::Request {
+    let r = edge_contract::Request {
         request_id: req.header("x-request-id").unwrap_or(""),
         method: &req.method,
         path,

@@ -71,10 +71,10 @@ impl FilterRoot {
                     )
                 })?;
                 let key = value.trim().as_bytes().to_vec();
-                if key.len() < gateway_identity::MIN_KEY_LEN {
+                if key.len() < edge_contract::MIN_KEY_LEN {
                     return Err(format!(
                         "invalid filter configuration: field `identity.hmac_key_env`: the key in {name:?} is shorter than {} bytes",
-                        gateway_identity::MIN_KEY_LEN
+                        edge_contract::MIN_KEY_LEN
                     ));
                 }
                 key

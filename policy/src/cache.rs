@@ -71,7 +71,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway_identity::Identity;
+    use edge_contract::Identity;
 
     fn verified(sub: &str, expires_at: i64) -> Verified {
         let identity = Identity {

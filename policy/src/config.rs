@@ -232,10 +232,10 @@ impl Policy {
         let identity_key = match (raw.identity.hmac_key, raw.identity.hmac_key_env) {
             (Some(key), None) => {
                 let key = key.trim().as_bytes().to_vec();
-                if key.len() < gateway_identity::MIN_KEY_LEN {
+                if key.len() < edge_contract::MIN_KEY_LEN {
                     return Err(err(
                         "identity.hmac_key",
-                        format!("must be at least {} bytes", gateway_identity::MIN_KEY_LEN),
+                        format!("must be at least {} bytes", edge_contract::MIN_KEY_LEN),
                     ));
                 }
                 KeySource::Inline(key)

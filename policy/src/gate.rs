@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use gateway_identity::{Request, Signer, FORWARDED_HEADERS};
+use edge_contract::{Request, Signer, FORWARDED_HEADERS};
 use serde_json::Value;
 
 use crate::cache::TokenCache;
@@ -135,7 +135,7 @@ pub struct Pending {
     /// Request headers to set before forwarding.
     pub set_headers: Vec<(String, String)>,
     /// The signed identity, as filter state the route turns into the
-    /// [`gateway_identity::IDENTITY_HEADER`] and [`gateway_identity::SIGNATURE_HEADER`]
+    /// [`edge_contract::IDENTITY_HEADER`] and [`edge_contract::SIGNATURE_HEADER`]
     /// headers (see [`IDENTITY_STATE`]).
     pub forward_state: Vec<(&'static str, String)>,
     /// Headers to add to the response.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use gateway_identity::Identity;
+use edge_contract::Identity;
 use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
 use jwt_compact::{AlgorithmExt, Claims, UntrustedToken};
 use serde_json::{Map, Value};

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gateway_identity::Identity;
+use edge_contract::Identity;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 

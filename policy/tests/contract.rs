@@ -484,12 +484,12 @@ fn request_ids_and_identity_headers() {
         set.insert(header.to_owned(), value.clone());
     }
     assert_eq!(set["x-request-id"], RID);
-    let verifier = gateway_identity_verifier();
+    let verifier = edge_contract_verifier();
     let id = verifier
         .verify(
             &set["x-edge-identity"],
             &set["x-edge-signature"],
-            &gateway_identity::Request {
+            &edge_contract::Request {
                 request_id: RID,
                 method: "GET",
                 path: "/api/workspaces/w-1",
@@ -525,8 +525,8 @@ fn request_ids_and_identity_headers() {
     }
 }
 
-fn gateway_identity_verifier() -> gateway_identity::Verifier {
-    gateway_identity::Verifier::new(vec![b"0123456789abcdef0123456789abcdef".to_vec()])
+fn edge_contract_verifier() -> edge_contract::Verifier {
+    edge_contract::Verifier::new(vec![b"0123456789abcdef0123456789abcdef".to_vec()])
 }
 
 fn uuid_version(id: &str) -> usize {

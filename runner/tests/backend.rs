@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gateway_identity::{Identity, Request, Signer};
+use edge_contract::{Identity, Request, Signer};
 use support::{fixture, send, sqlite_rows};
 
 const HMAC_KEY: &str = "runner-test-key-0123456789abcdef0123456789";
@@ -174,8 +174,8 @@ fn signed(method: &str, path: &str, request_id: &str, body: &[u8]) -> [(String, 
     );
     [
         ("x-request-id".into(), request_id.into()),
-        (gateway_identity::IDENTITY_HEADER.into(), headers.identity),
-        (gateway_identity::SIGNATURE_HEADER.into(), headers.signature),
+        (edge_contract::IDENTITY_HEADER.into(), headers.identity),
+        (edge_contract::SIGNATURE_HEADER.into(), headers.signature),
     ]
 }
 

@@ -4,12 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "backend_support.rs"]
-mod support;
-
+use crate::support::*;
 use e2e::{send, SEED_004_REQUEST};
 use serde_json::json;
-use support::*;
 
 #[test]
 fn seed_004_example_is_created_read_and_listed() {
@@ -44,7 +41,7 @@ fn seed_004_example_is_created_read_and_listed() {
 #[test]
 fn seed_000_example_in_all_three_encodings() {
     let stack = backend();
-    let admin = gateway_identity::Identity {
+    let admin = edge_contract::Identity {
         company: Some(ORG.into()),
         ..user("u-admin", &[(ORG, "admin")])
     };
@@ -288,9 +285,9 @@ fn forged_or_replayed_identity_headers_get_401() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let signed = gateway_identity::Signer::new(e2e::dev_hmac_key().into_bytes()).sign(
+    let signed = edge_contract::Signer::new(e2e::dev_hmac_key().into_bytes()).sign(
         &owner(),
-        &gateway_identity::Request {
+        &edge_contract::Request {
             request_id: &rid,
             method: "GET",
             path: "/api/workspaces/w-1",

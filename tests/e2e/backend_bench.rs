@@ -13,16 +13,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "backend_support.rs"]
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use e2e::{Stack, StackOptions, SEED_004_REQUEST};
-use support::*;
 use xtask::bench::procfs::cpu_seconds;
 
 fn seconds(var: &str, default: f64) -> Duration {

@@ -4,14 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "backend_support.rs"]
-mod support;
-
 use std::collections::BTreeSet;
 use std::thread;
 
+use crate::support::*;
 use e2e::SEED_004_REQUEST;
-use support::*;
 
 fn list_all(stack: &e2e::Stack) -> Vec<String> {
     let member = user("u-member", &[(ORG, "member")]);

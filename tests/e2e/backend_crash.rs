@@ -27,9 +27,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "backend_support.rs"]
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::Command;
@@ -37,9 +34,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use e2e::{Response, Stack, StackOptions, SEED_004_REQUEST};
 use serde_json::Value;
-use support::*;
 
 /// Clients creating at the same time.
 const CLIENTS: usize = 6;

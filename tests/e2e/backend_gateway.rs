@@ -5,13 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "backend_support.rs"]
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::support;
 use e2e::{dev_token, post_json, send, Stack, StackOptions, TokenSpec, SEED_004_REQUEST, SEED_ORG};
 
 #[test]

@@ -4,13 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "backend_support.rs"]
-mod support;
-
+use crate::support::*;
 use e2e::{Response, Stack, SEED_004_REQUEST};
-use gateway_identity::Identity;
+use edge_contract::Identity;
 use serde_json::{json, Value};
-use support::*;
 
 fn document() -> Value {
     let text = std::fs::read_to_string(xtask::paths::root().join("backend/openapi.yaml")).unwrap();

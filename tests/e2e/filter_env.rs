@@ -1,7 +1,6 @@
 //! The production form of the identity key: read by the filter from Envoy's environment
 //! (`vm_config.environment_variables.host_env_keys` in `envoy/envoy.yaml`), never written
-//! in the configuration. Its own test binary: it sets an environment variable, which must
-//! not race with other tests' threads.
+//! in the configuration.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
@@ -11,12 +10,12 @@ use serde_json::json;
 
 #[test]
 fn the_identity_key_comes_from_envoys_environment() {
-    // Envoy inherits this process's environment; the backend checks with the same key.
-    std::env::set_var("GATEWAY_HMAC_KEY", dev_hmac_key());
+    // Envoy's environment only (the backend checks with the same key).
     let mut config = shipped_filter_config();
     config["identity"] = json!({"hmac_key_env": "GATEWAY_HMAC_KEY"});
     let stack = Stack::start(StackOptions {
         filter_config: Some(config),
+        envoy_env: vec![("GATEWAY_HMAC_KEY".into(), dev_hmac_key())],
         ..Default::default()
     });
     let token = dev_token("u-env", &[(SEED_ORG, &["owner"])]);

@@ -42,6 +42,8 @@ pub struct StackOptions {
     pub extra_clusters: Vec<(String, SocketAddr)>,
     /// Extra environment for the backend host, e.g. `SPIN_VARIABLE_*`.
     pub backend_env: Vec<(String, String)>,
+    /// Extra environment for Envoy, e.g. a key the filter reads through `host_env_keys`.
+    pub envoy_env: Vec<(String, String)>,
     /// Envoy's gateway listener.
     pub gateway_listen: SocketAddr,
     /// Envoy's admin interface.
@@ -69,6 +71,7 @@ impl Default for StackOptions {
             filter_config: None,
             extra_clusters: Vec::new(),
             backend_env: Vec::new(),
+            envoy_env: Vec::new(),
             gateway_listen: ANY_PORT,
             admin_listen: ANY_PORT,
             backend_listen: ANY_PORT,
@@ -419,6 +422,7 @@ fn start_envoy(
         .arg(&admin_file)
         .arg("--log-level")
         .arg(options.envoy_log_level)
+        .envs(options.envoy_env.iter().cloned())
         .current_dir(paths::root())
         .stdin(Stdio::null())
         .stdout(fs::File::create(&log)?)

@@ -4,7 +4,7 @@ pub mod orgs;
 pub mod v3;
 pub mod workspaces;
 
-use gateway_identity::Identity;
+use edge_contract::Identity;
 
 use crate::app::Ctx;
 use crate::http::ApiResponse;

@@ -6,7 +6,7 @@ use crate::app::Ctx;
 use crate::body;
 use crate::handlers::{can_create, idempotency_key, once, CREATE_PERMISSION};
 use crate::http::ApiResponse;
-use crate::model::{FeatureFlags, Membership, Settings, Workspace};
+use crate::model::{Membership, Settings, Workspace};
 use crate::problem::{Expected, FieldError, Kind, Problem, Reason};
 use crate::repo;
 use crate::validate::{self, check_uuid};
@@ -28,8 +28,6 @@ pub fn create(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
         let org = repo::get_org_settings(kv, &new.org_id)?;
         let now = ctx.env.timestamp();
         let workspace_id = format!("w-{}", (ctx.env.new_uuid)().hyphenated());
-        let [real_time_translation, role_aware_summaries, exam_generation, breakout_rooms, ai_attendee] =
-            new.feature_flags;
         let ws = Workspace {
             workspace_id: workspace_id.clone(),
             org_id: new.org_id,
@@ -51,14 +49,7 @@ pub fn create(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
                 retention_alerts: true,
             },
             allowed_domains: new.allowed_domains,
-            feature_flags: FeatureFlags {
-                real_time_translation,
-                role_aware_summaries,
-                exam_generation,
-                breakout_rooms,
-                ai_attendee,
-                meeting_energy_dashboard: false,
-            },
+            feature_flags: new.feature_flags,
             supported_languages: new.supported_languages,
             subscription_id: org.subscription_id,
             member_count: 1,

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 ///    and a non-empty query is kept byte for byte (`/a??` keeps its query `?`).
 ///
 /// ```
-/// use gateway_identity::canonical_path;
+/// use edge_contract::canonical_path;
 /// assert_eq!(canonical_path("/api/workspaces?"), "/api/workspaces");
 /// assert_eq!(canonical_path("/api/workspaces?orgId=a#top"), "/api/workspaces?orgId=a");
 /// ```

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use e2e::{send, Response, Stack, StackOptions};
-use gateway_identity::{Identity, Signer, IDENTITY_HEADER, SIGNATURE_HEADER};
+use edge_contract::{Identity, Signer, IDENTITY_HEADER, SIGNATURE_HEADER};
 
 /// The seed's organization.
 pub const ORG: &str = e2e::SEED_ORG;
@@ -55,7 +55,7 @@ pub fn gateway_headers(
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let req = gateway_identity::Request {
+    let req = edge_contract::Request {
         request_id: &request_id,
         method,
         path,

@@ -11,7 +11,7 @@
 //! rotated without downtime: sign with the new key once every backend accepts it.
 //!
 //! ```
-//! use gateway_identity::{Identity, Signer, Verifier, Request};
+//! use edge_contract::{Identity, Signer, Verifier, Request};
 //! let id = Identity { iss: "https://idp.example".into(), sub: "u-1".into(), ..Identity::default() };
 //! let req = Request {
 //!     request_id: "6f1c2a7e-1c7e-4d1a-9a55-0d3d0f1c2a7e",

@@ -1,0 +1,27 @@
+//! The end-to-end suite: the real Envoy with the real filter on V8, the real backend component
+//! under the local runner (or `spin up`), real SQLite files. One test binary, one module per
+//! area, so the suite links once; `cargo test -p e2e -- <module>::` runs one area, e.g.
+//! `cargo test -p e2e -- filter_hostile::`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+#[path = "support.rs"]
+mod support;
+
+mod backend_api;
+mod backend_bench;
+mod backend_concurrency;
+mod backend_crash;
+mod backend_gateway;
+mod backend_openapi;
+mod bench_smoke;
+mod filter_attacks;
+mod filter_config;
+mod filter_env;
+mod filter_gateway;
+mod filter_hostile;
+mod filter_jwks;
+mod filter_limits;
+mod filter_ratelimit_attack;
+mod filter_recovery;
+mod stack;
