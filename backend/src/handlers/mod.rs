@@ -8,7 +8,7 @@ use edge_contract::Identity;
 
 use crate::app::Ctx;
 use crate::http::ApiResponse;
-use crate::idempotency::{self, Outcome};
+use crate::idempotency::{self, Outcome, Resource};
 use crate::problem::{Kind, Problem};
 
 /// Permission needed to create workspaces in an organization.
@@ -40,14 +40,23 @@ pub fn idempotency_key<'a>(ctx: &'a Ctx<'_>) -> Result<Option<&'a str>, Problem>
 }
 
 /// Runs `create` at most once per (caller, idempotency key): replays a completed response,
-/// refuses a concurrent or different reuse, releases the key when `create` fails.
+/// refuses a concurrent or different reuse, releases the key when `create` fails. `new_id`
+/// draws the ID of what `create` makes; a request that takes over the claim of one that
+/// died holding it gets that request's ID instead, marked [`Resource::resumed`], and
+/// `create` must then finish what may already be stored under it rather than make another.
 pub fn once(
     ctx: &Ctx<'_>,
     key: Option<&str>,
     payload: &serde_json::Value,
-    create: impl FnOnce() -> Result<ApiResponse, Problem>,
+    mut new_id: impl FnMut() -> Result<String, Problem>,
+    create: impl FnOnce(Resource) -> Result<ApiResponse, Problem>,
 ) -> Result<ApiResponse, Problem> {
-    let Some(key) = key else { return create() };
+    let Some(key) = key else {
+        return create(Resource {
+            id: new_id()?,
+            resumed: false,
+        });
+    };
     let kv = ctx.env.kv;
     let fingerprint = idempotency::fingerprint(&ctx.req.method, &ctx.req.path, payload);
     let claim = match idempotency::begin(
@@ -56,11 +65,12 @@ pub fn once(
         key,
         &fingerprint,
         ctx.env.now.timestamp(),
+        &mut new_id,
     )? {
         Outcome::Replay(response) => return Ok(response),
         Outcome::Proceed(claim) => claim,
     };
-    match create() {
+    match create(claim.resource().clone()) {
         Ok(response) => {
             if let Err(e) = idempotency::complete(kv, claim, &response) {
                 // The workspace is stored; only the replay record is missing, and the
