@@ -9,7 +9,7 @@ use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::kv::{KvError, SqliteKv, Swap};
+use crate::kv::{KvError, Stores, Swap};
 use crate::outbound::DenyOutbound;
 use crate::variables::{Lookup, ResolvedVariables};
 
@@ -47,8 +47,8 @@ pub struct ComponentHost {
     pub component: Arc<str>,
     /// Store labels from `key_value_stores`.
     pub allowed_stores: Arc<[String]>,
-    /// The key-value database.
-    pub kv: SqliteKv,
+    /// The key-value stores, by label.
+    pub kv: Stores,
     /// Resolved variables of every component.
     pub variables: Arc<ResolvedVariables>,
 }
@@ -129,12 +129,6 @@ fn wasi_err(e: KvError) -> store::Error {
     store::Error::Other(e.0)
 }
 
-/// Every key of a store. The one read that may scan a large table: it runs off the
-/// executor's threads (point reads run inline, see `kv`).
-fn keys(kv: &SqliteKv, label: &str) -> Result<Vec<String>, KvError> {
-    tokio::task::block_in_place(|| kv.keys(label))
-}
-
 type SpinResult<T> = wasmtime::Result<Result<T, key_value::Error>>;
 type WasiResult<T> = wasmtime::Result<Result<T, store::Error>>;
 
@@ -156,7 +150,7 @@ impl key_value::HostStore for HostState {
         key: String,
     ) -> SpinResult<Option<Vec<u8>>> {
         let label = self.label(&store)?;
-        Ok(self.host.kv.get(&label, &key).map_err(spin_err))
+        Ok(self.host.kv.get(&label, &key).await.map_err(spin_err))
     }
 
     async fn set(
@@ -181,12 +175,12 @@ impl key_value::HostStore for HostState {
 
     async fn exists(&mut self, store: Resource<OpenStore>, key: String) -> SpinResult<bool> {
         let label = self.label(&store)?;
-        Ok(self.host.kv.exists(&label, &key).map_err(spin_err))
+        Ok(self.host.kv.exists(&label, &key).await.map_err(spin_err))
     }
 
     async fn get_keys(&mut self, store: Resource<OpenStore>) -> SpinResult<Vec<String>> {
         let label = self.label(&store)?;
-        Ok(keys(&self.host.kv, &label).map_err(spin_err))
+        Ok(self.host.kv.keys(&label).await.map_err(spin_err))
     }
 
     async fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {
@@ -224,7 +218,7 @@ impl store::HostBucket for HostState {
         key: String,
     ) -> WasiResult<Option<Vec<u8>>> {
         let label = self.label(&bucket)?;
-        Ok(self.host.kv.get(&label, &key).map_err(wasi_err))
+        Ok(self.host.kv.get(&label, &key).await.map_err(wasi_err))
     }
 
     async fn set(
@@ -249,7 +243,7 @@ impl store::HostBucket for HostState {
 
     async fn exists(&mut self, bucket: Resource<OpenStore>, key: String) -> WasiResult<bool> {
         let label = self.label(&bucket)?;
-        Ok(self.host.kv.exists(&label, &key).map_err(wasi_err))
+        Ok(self.host.kv.exists(&label, &key).await.map_err(wasi_err))
     }
 
     /// All keys in one response with no cursor, as Spin answers; a cursor (which Spin never
@@ -265,7 +259,11 @@ impl store::HostBucket for HostState {
             )));
         }
         let label = self.label(&bucket)?;
-        Ok(keys(&self.host.kv, &label)
+        Ok(self
+            .host
+            .kv
+            .keys(&label)
+            .await
             .map(|keys| store::KeyResponse { keys, cursor: None })
             .map_err(wasi_err))
     }
@@ -283,7 +281,7 @@ impl batch::Host for HostState {
         keys: Vec<String>,
     ) -> WasiResult<Vec<(String, Option<Vec<u8>>)>> {
         let label = self.label(&bucket)?;
-        Ok(self.host.kv.get_many(&label, keys).map_err(wasi_err))
+        Ok(self.host.kv.get_many(&label, keys).await.map_err(wasi_err))
     }
 
     async fn set_many(
@@ -334,7 +332,7 @@ impl atomics::HostCas for HostState {
             let cas = self.table.get(&cas)?;
             (cas.label.clone(), cas.key.clone())
         };
-        let value = match self.host.kv.get(&label, &key) {
+        let value = match self.host.kv.get(&label, &key).await {
             Ok(value) => value,
             Err(e) => return Ok(Err(wasi_err(e))),
         };
@@ -402,7 +400,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::kv::{Durability, DB_FILE};
+    use crate::kv::{Durability, SqliteKv, DB_FILE};
     use crate::manifest::Manifest;
 
     /// Fresh host state over a database in a temporary folder (kept while the test runs).
@@ -428,7 +426,8 @@ where = "in-{{ region }}"
         .unwrap();
         let variables = ResolvedVariables::resolve(&manifest, |_| None).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let kv = SqliteKv::open(&dir.path().join(DB_FILE), Durability::Process).unwrap();
+        let kv =
+            Stores::sqlite(SqliteKv::open(&dir.path().join(DB_FILE), Durability::Process).unwrap());
         let state = HostState::new(
             WasiCtx::builder().build(),
             ComponentHost {

@@ -22,11 +22,13 @@
 
 mod checkpoint;
 mod reader;
+pub mod redis;
+mod stores;
 mod writer;
 
 use std::fmt;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
@@ -40,6 +42,7 @@ use tokio::sync::oneshot;
 use reader::Readers;
 use writer::{Done, Job, Progress, Write};
 
+pub use stores::{Backend, Stores};
 pub use writer::Swap;
 
 /// The store label that exists without runtime configuration.
@@ -135,7 +138,16 @@ pub struct SqliteKv {
     shared: Arc<Shared>,
 }
 
+impl fmt::Debug for SqliteKv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteKv")
+            .field("path", &self.shared.path)
+            .finish()
+    }
+}
+
 struct Shared {
+    path: PathBuf,
     jobs: mpsc::Sender<Job>,
     progress: Arc<Progress>,
     readers: Readers,
@@ -168,12 +180,18 @@ impl SqliteKv {
         let checkpointer = checkpoint::start(path, durability, progress.clone())?;
         Ok(Self {
             shared: Arc::new(Shared {
+                path: path.to_owned(),
                 jobs,
                 progress,
                 readers: Readers::new(path),
                 _checkpointer: checkpointer,
             }),
         })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
     }
 
     /// How many groups of writes the writer has committed so far.

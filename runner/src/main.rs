@@ -61,6 +61,11 @@ struct Up {
     /// One stderr line per request: method, path, status, time to the response head.
     #[arg(long)]
     log_requests: bool,
+    /// Spin's runtime configuration file: which store serves each key-value label, e.g.
+    /// `[key_value_store.default]` with `type = "redis"` and `url = "redis://…"` (as
+    /// `spin up --runtime-config-file`).
+    #[arg(long, env = "SPIN_RUNTIME_CONFIG_FILE")]
+    runtime_config_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -94,6 +99,7 @@ fn serve_app(up: Up) -> Result<()> {
         cache_dir,
         durability,
         log_requests,
+        runtime_config_file,
     } = up;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -113,6 +119,7 @@ fn serve_app(up: Up) -> Result<()> {
             cache_dir,
             durability,
             log_requests,
+            runtime_config: runtime_config_file,
         };
         // Compiling may take seconds: do it off the async workers.
         let load = tokio::task::spawn_blocking(move || {

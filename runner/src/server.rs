@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,9 +27,11 @@ use wasmtime_wasi_http::WasiHttpView;
 
 use crate::cache;
 use crate::host::{self, ComponentHost, HostState};
-use crate::kv::{Durability, SqliteKv, DB_FILE};
+use crate::kv::redis::RedisKv;
+use crate::kv::{Backend, Durability, SqliteKv, Stores, DB_FILE};
 use crate::manifest::Manifest;
 use crate::routes::{spin_headers, RouteMatch, Router};
+use crate::runtime_config::{KvStoreConfig, RuntimeConfig};
 use crate::variables::ResolvedVariables;
 
 /// What `spin-runner up` needs to start.
@@ -45,6 +47,9 @@ pub struct Options {
     pub durability: Durability,
     /// Write one stderr line per request.
     pub log_requests: bool,
+    /// Spin's runtime configuration file (`--runtime-config-file`): which store serves
+    /// each key-value label.
+    pub runtime_config: Option<PathBuf>,
 }
 
 /// How often a running guest yields to the executor (Spin uses the same mechanism).
@@ -115,6 +120,51 @@ fn pooling() -> PoolingAllocationConfig {
     pool
 }
 
+/// The default SQLite file in the state directory, and the stores the runtime configuration
+/// names. Redis connections are made on the runtime `App::load` is called from.
+fn open_stores(options: &Options) -> Result<Stores> {
+    let open_sqlite = |db: &Path| {
+        let kv = SqliteKv::open(db, options.durability)
+            .with_context(|| format!("cannot open key-value database {}", db.display()))?;
+        eprintln!(
+            "spin-runner: key-value database {} (write-ahead log, group commit, {} durability)",
+            db.display(),
+            options.durability
+        );
+        anyhow::Ok(kv)
+    };
+    let default = open_sqlite(&options.state_dir.join(DB_FILE))?;
+    let config = match &options.runtime_config {
+        Some(path) => RuntimeConfig::load(path)?,
+        None => RuntimeConfig::default(),
+    };
+    for section in config.ignored.keys() {
+        eprintln!("spin-runner: runtime configuration [{section}] is not served here; ignored");
+    }
+    let mut configured = std::collections::BTreeMap::new();
+    for (label, store) in config.key_value_store {
+        let backend = match store {
+            KvStoreConfig::Spin { path: None } => Backend::Sqlite(default.clone()),
+            KvStoreConfig::Spin { path: Some(db) } => Backend::Sqlite(open_sqlite(&db)?),
+            KvStoreConfig::Redis { url } => {
+                let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                    anyhow!("key_value_store.{label}: a Redis store needs the async runtime")
+                })?;
+                let kv = runtime
+                    .block_on(RedisKv::connect(&url))
+                    .with_context(|| format!("key_value_store.{label}: cannot reach Redis"))?;
+                Backend::Redis(kv)
+            }
+        };
+        eprintln!(
+            "spin-runner: key-value store {label:?}: {}",
+            backend.describe()
+        );
+        configured.insert(label, backend);
+    }
+    Ok(Stores::new(default, configured))
+}
+
 struct LoadedComponent {
     pre: ProxyPre<HostState>,
     host: ComponentHost,
@@ -142,14 +192,7 @@ impl App {
                 options.state_dir.display()
             )
         })?;
-        let db = options.state_dir.join(DB_FILE);
-        let kv = SqliteKv::open(&db, options.durability)
-            .with_context(|| format!("cannot open key-value database {}", db.display()))?;
-        eprintln!(
-            "spin-runner: key-value store {} (write-ahead log, group commit, {} durability)",
-            db.display(),
-            options.durability
-        );
+        let kv = open_stores(options)?;
 
         let engine = engine()?;
         let mut linker = Linker::new(&engine);

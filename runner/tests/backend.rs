@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use edge_contract::{Identity, Request, Signer};
-use support::{fixture, send, sqlite_rows};
+use support::{fixture, send, sqlite_rows, RedisServer};
 
 const HMAC_KEY: &str = "runner-test-key-0123456789abcdef0123456789";
 const ORG: &str = "a1b2c3d4-5678-90ef-1234-567890abcdef";
@@ -360,4 +360,143 @@ key_value_stores = ["default"]
         "{rows:?}"
     );
     assert_eq!(runner.stop("TERM").0, Some(0));
+}
+
+/// A request ID (and so a nonce) of its own for request `n` of test `t`.
+fn request_id(t: u32, n: u32) -> String {
+    format!(
+        "{t:08x}-{n:04x}-4000-8000-{:012x}",
+        u64::from(t) << 16 | u64::from(n)
+    )
+}
+
+fn create(addr: SocketAddr, id: &str, key: &str, name: &str) -> support::Reply {
+    let body = serde_json::json!({"orgId": ORG, "name": name}).to_string();
+    let mut headers = signed("POST", "/api/workspaces", id, body.as_bytes()).to_vec();
+    headers.push(("content-type".into(), "application/json".into()));
+    headers.push(("idempotency-key".into(), key.into()));
+    send(
+        addr,
+        "POST",
+        "/api/workspaces",
+        &as_refs(&headers),
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn two_runners_on_one_redis_are_one_backend() {
+    backend_wasm();
+    let redis = RedisServer::start();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let config = redis.runtime_config(dirs[0].path());
+    let config = config.to_str().unwrap();
+    let runners: Vec<Runner> = dirs
+        .iter()
+        .map(|dir| {
+            Runner::start_with(
+                &repo_root().join("spin.toml"),
+                Some(dir.path()),
+                &dir.path().join("runner.stderr"),
+                &[("SPIN_VARIABLE_GATEWAY_HMAC_KEYS", HMAC_KEY)],
+                &["--runtime-config-file", config],
+            )
+            .unwrap_or_else(|stderr| panic!("runner did not start:\n{stderr}"))
+        })
+        .collect();
+    let (a, b) = (runners[0].addr, runners[1].addr);
+    assert!(
+        runners[0]
+            .stderr()
+            .contains(&format!("\"default\": Redis {}", redis.url())),
+        "{}",
+        runners[0].stderr()
+    );
+
+    // Created through one, replayed and read through the other.
+    let first = create(a, &request_id(1, 1), "key-shared", "Shared through Redis");
+    assert_eq!(first.status, 201, "{}", first.text());
+    let created: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
+    let again = create(b, &request_id(1, 2), "key-shared", "Shared through Redis");
+    assert_eq!(
+        (again.status, again.header("idempotent-replayed")),
+        (201, Some("true")),
+        "{}",
+        again.text()
+    );
+    assert_eq!(again.body, first.body);
+    let id = created["data"]["workspaceId"].as_str().unwrap();
+    let path = format!("/api/workspaces/{id}");
+    let headers = signed("GET", &path, &request_id(1, 3), b"");
+    assert_eq!(send(b, "GET", &path, &as_refs(&headers), b"").status, 200);
+
+    // One key raced through both runners at once: one workspace.
+    let replies: Vec<support::Reply> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16u32)
+            .map(|n| {
+                let addr = if n % 2 == 0 { a } else { b };
+                s.spawn(move || create(addr, &request_id(2, n), "key-raced", "Raced"))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ids: std::collections::BTreeSet<String> = replies
+        .iter()
+        .filter(|r| r.status == 201)
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["data"]["workspaceId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    for r in &replies {
+        assert!(matches!(r.status, 201 | 409), "{} {}", r.status, r.text());
+    }
+
+    // A replayed signature is refused by the other runner too: the nonce store is shared.
+    let body = serde_json::json!({"orgId": ORG, "name": "Once"}).to_string();
+    let mut headers = signed(
+        "POST",
+        "/api/workspaces",
+        &request_id(3, 1),
+        body.as_bytes(),
+    )
+    .to_vec();
+    headers.push(("content-type".into(), "application/json".into()));
+    let r = send(
+        a,
+        "POST",
+        "/api/workspaces",
+        &as_refs(&headers),
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = send(
+        b,
+        "POST",
+        "/api/workspaces",
+        &as_refs(&headers),
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+
+    // The organization lists exactly the three workspaces, through either runner; nothing
+    // reached the runners' own SQLite files.
+    for addr in [a, b] {
+        let path = format!("/api/workspaces?orgId={ORG}");
+        let headers = signed("GET", &path, &request_id(4, addr.port().into()), b"");
+        let r = send(addr, "GET", &path, &as_refs(&headers), b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let listed: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let names: Vec<&str> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["Shared through Redis", "Raced", "Once"], "{listed}");
+    }
+    for dir in &dirs {
+        assert!(sqlite_rows(dir.path()).is_empty());
+    }
 }

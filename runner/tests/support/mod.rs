@@ -122,6 +122,7 @@ impl InProcess {
             cache_dir: Some(state_dir.join("cache")),
             durability: spin_runner::kv::Durability::Process,
             log_requests: true,
+            runtime_config: None,
         };
         let app = spin_runner::App::load(&options, move |name| {
             env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
@@ -178,4 +179,74 @@ pub fn sqlite_rows(state_dir: &Path) -> Vec<(String, String, Vec<u8>)> {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
+}
+
+/// A private `redis-server` (Debian's package, which `cargo xtask test` installs) on a free
+/// loopback port, without persistence; killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): `cargo xtask test` installs it \
+                     (Debian's redis-server package)"
+                )
+            });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A `[key_value_store.default]` runtime configuration on this server, written to `dir`.
+    pub fn runtime_config(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("runtime-config.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+                self.url()
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

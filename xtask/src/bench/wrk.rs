@@ -87,33 +87,7 @@ end
 
 /// `wrk`, installed from Debian when missing.
 pub fn ensure_installed() -> Result<PathBuf> {
-    if let Some(bin) = which("wrk") {
-        return Ok(bin);
-    }
-    eprintln!("xtask bench: installing wrk from Debian (apt-get)");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let apt = |args: &[&str]| -> Result<()> {
-        let mut cmd = if root {
-            Command::new("apt-get")
-        } else {
-            let mut c = Command::new("sudo");
-            c.arg("apt-get");
-            c
-        };
-        let status = cmd
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("running apt-get")?;
-        if !status.success() {
-            bail!("apt-get {} failed ({status})", args.join(" "));
-        }
-        Ok(())
-    };
-    apt(&["update", "-qq"])?;
-    apt(&["install", "-y", "-qq", "wrk"])?;
-    which("wrk").context("apt-get installed wrk, but it is not on PATH")
+    crate::debian::ensure("wrk", "wrk")
 }
 
 /// `wrk --version`'s first line.
@@ -127,14 +101,6 @@ pub fn version(bin: &Path) -> String {
             text.lines().next().map(|l| l.trim().to_owned())
         })
         .unwrap_or_default()
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
 }
 
 /// One load run.
