@@ -500,7 +500,17 @@ fn request_ids_and_identity_headers() {
         .unwrap()
         .identity;
     assert_eq!((id.iss.as_str(), id.sub.as_str()), ("test-iss", "u-alice"));
-    assert_eq!(id.roles_in(ORG), ["owner"]);
+    // The role map applied at the edge: the backend gets permissions, never role names.
+    assert_eq!(
+        id.permissions[ORG],
+        ["workspace:create", "workspace:create:self-service"]
+            .map(str::to_owned)
+            .into()
+    );
+    assert_eq!(
+        id.permissions["org-2"],
+        ["workspace:read".to_owned()].into()
+    );
 
     let (got, p) = f.run(
         "GET",

@@ -152,8 +152,7 @@ fn signed(method: &str, path: &str, request_id: &str, body: &[u8]) -> [(String, 
         sub: "u-runner-test".into(),
         email: Some("runner@example.com".into()),
         email_verified: true,
-        orgs: [(ORG.to_string(), vec!["owner".to_string()])].into(),
-        perms: vec!["workspace:create".into()],
+        permissions: [(ORG.to_string(), ["workspace:create".to_string()].into())].into(),
         company: Some(ORG.into()),
     };
     let now = SystemTime::now()

@@ -1,10 +1,11 @@
 //! `/api/workspaces`: organization workspaces (seed 004).
 
+use edge_contract::permission::{WORKSPACE_CREATE, WORKSPACE_READ};
 use serde_json::json;
 
 use crate::app::Ctx;
 use crate::body;
-use crate::handlers::{can_create, idempotency_key, once, CREATE_PERMISSION};
+use crate::handlers::{idempotency_key, once, require};
 use crate::http::ApiResponse;
 use crate::model::{Membership, Settings, Workspace};
 use crate::problem::{Expected, FieldError, Kind, Problem, Reason};
@@ -20,10 +21,8 @@ pub fn create(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
     let payload = body::json(ctx.req)?;
     let new = validate::new_workspace(&payload)
         .map_err(|errors| Problem::invalid(Kind::ValidationFailed, errors))?;
-    if !can_create(&ctx.identity, &new.org_id) {
-        return Err(Problem::with_arg(Kind::Forbidden, CREATE_PERMISSION));
-    }
-    once(ctx, key, &payload, || {
+    require(ctx, &new.org_id, WORKSPACE_CREATE)?;
+    once(ctx, key, || {
         let kv = ctx.env.kv;
         let org = repo::get_org_settings(kv, &new.org_id)?;
         let now = ctx.env.timestamp();
@@ -69,11 +68,11 @@ pub fn create(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
     })
 }
 
-/// `GET /api/workspaces/{workspaceId}`: to members of its organization; 404 to anyone else,
-/// so IDs cannot be probed.
+/// `GET /api/workspaces/{workspaceId}`: to whoever may read its organization's workspaces;
+/// 404 to anyone else, so IDs cannot be probed.
 pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<ApiResponse, Problem> {
     match repo::get_workspace(ctx.env.kv, id)? {
-        Some(ws) if ctx.identity.is_member(&ws.org_id) => {
+        Some(ws) if ctx.identity.may(&ws.org_id, WORKSPACE_READ).is_ok() => {
             Ok(ApiResponse::json(200, &json!({"data": ws})))
         }
         _ => Err(Problem::new(Kind::NotFound)),
@@ -81,7 +80,7 @@ pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<ApiResponse, Problem> {
 }
 
 /// `GET /api/workspaces?orgId=…[&limit=…][&cursor=…]`: the organization's workspaces in
-/// creation order, to its members.
+/// creation order, to whoever may read them.
 pub fn list(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
     let mut errors = Vec::new();
     let (mut org, mut limit, mut from) = (None, DEFAULT_PAGE, 1_i64);
@@ -117,9 +116,7 @@ pub fn list(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
         Some(org) if errors.is_empty() => org,
         _ => return Err(Problem::invalid(Kind::InvalidQuery, errors)),
     };
-    if !ctx.identity.is_member(&org) {
-        return Err(Problem::with_arg(Kind::Forbidden, "workspace:read"));
-    }
+    require(ctx, &org, WORKSPACE_READ)?;
     let (items, next) = repo::list_workspaces(ctx.env.kv, &org, from, limit)?;
     Ok(ApiResponse::json(
         200,
