@@ -344,4 +344,73 @@ mod tests {
             assert!(!is_transient(status));
         }
     }
+
+    /// Arbitrary inputs, native only (proptest has no wasm32-unknown-unknown support).
+    #[cfg(not(target_arch = "wasm32"))]
+    mod properties {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::testkit::spell;
+
+        fn fields() -> impl Strategy<Value = BTreeMap<String, String>> {
+            proptest::collection::btree_map(
+                "[a-zA-Z][a-zA-Z0-9_]{0,7}",
+                "[ -~\t\r\né日€]{0,24}",
+                0..4,
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn one_payload_is_one_fingerprint_in_every_spelling(
+                fields in fields(),
+                a in 0u8..4,
+                b in 0u8..4,
+            ) {
+                let (ct_a, body_a) = spell(&fields, a);
+                let (ct_b, body_b) = spell(&fields, b);
+                prop_assert_eq!(
+                    fingerprint("POST", "/p", Some(ct_a), &body_a),
+                    fingerprint("POST", "/p", Some(ct_b), &body_b)
+                );
+            }
+
+            #[test]
+            fn different_payloads_are_different_fingerprints(
+                one in fields(),
+                other in fields(),
+                a in 0u8..4,
+                b in 0u8..4,
+            ) {
+                prop_assume!(one != other);
+                let (ct_a, body_a) = spell(&one, a);
+                let (ct_b, body_b) = spell(&other, b);
+                prop_assert_ne!(
+                    fingerprint("POST", "/p", Some(ct_a), &body_a),
+                    fingerprint("POST", "/p", Some(ct_b), &body_b)
+                );
+            }
+
+            /// The rule as the OpenAPI document states it: optional whitespace, an optional
+            /// pair of quotes, then `[!#-+--\[\]-~]{1,255}` (0x21-0x7E without `"`, `,`, `\`).
+            #[test]
+            fn keys_are_exactly_the_documented_pattern(value in "[ \t]?\"?[ -~\t\u{e9}]{0,6}\"?[ \t]?") {
+                let trimmed = value.trim_matches([' ', '\t']);
+                let inner = trimmed
+                    .strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .unwrap_or(trimmed);
+                let documented = !inner.is_empty()
+                    && inner.len() <= MAX_KEY_LEN
+                    && inner.bytes().all(|b| matches!(b, b'!' | b'#'..=b'+' | b'-'..=b'[' | b']'..=b'~'));
+                prop_assert_eq!(parse_key(&value).is_ok(), documented, "{:?}", value);
+                if documented {
+                    prop_assert_eq!(parse_key(&value), Ok(inner));
+                }
+            }
+        }
+    }
 }

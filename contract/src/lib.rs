@@ -56,6 +56,8 @@ pub mod permission;
 pub mod problem;
 pub mod request_id;
 mod sign;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use headers::{FORWARDED_HEADERS, IDENTITY_HEADER, SIGNATURE_HEADER};
 pub use path::canonical_path;
