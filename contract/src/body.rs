@@ -180,10 +180,8 @@ fn part_name(head: &str) -> Result<Option<String>, MultipartError> {
                     }
                 }
             }
-            "content-type" => {
-                if MediaType::parse(value).essence != "text/plain" {
-                    return Err(MultipartError("only text parts are accepted"));
-                }
+            "content-type" if MediaType::parse(value).essence != "text/plain" => {
+                return Err(MultipartError("only text parts are accepted"));
             }
             _ => {}
         }

@@ -1,6 +1,6 @@
 //! `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header) as both tiers apply it:
-//! which keys are valid, what a request's fingerprint is, and which answers are not kept
-//! for replay.
+//! which keys are valid, what a request's fingerprint is, and which answers are kept for
+//! replay.
 //!
 //! The edge keeps a key's first answer in shared memory and the backend in its store; a
 //! retry through the gateway and a retry sent straight to the backend must get the same
@@ -183,11 +183,15 @@ fn string(s: &str, out: &mut Vec<u8>) {
     out.extend(serde_json::to_vec(s).unwrap_or_default());
 }
 
-/// Whether an answer describes a passing state rather than the outcome of the request: the
-/// backend's 409 (another replica or instance holds the key) and 429. The edge releases its
-/// claim on these, as on every 5xx, instead of replaying them for the key's lifetime.
-pub fn is_transient(status: u16) -> bool {
-    matches!(status, 409 | 429)
+/// Whether an answer is kept for replay to later retries with the key: a success only. The
+/// backend keeps the outcome of the create it ran and nothing else: it refuses a request
+/// (4xx) before it claims the key, and releases the key when the create fails (5xx) or
+/// another request holds it (409). The edge, which claims before it forwards, keeps what the
+/// backend would and releases its claim on any other answer, so a corrected retry is
+/// answered afresh through the gateway as it is straight at the backend, and a passing
+/// state (a 409, a 429, a 503) is never replayed for the key's lifetime.
+pub fn is_replayable(status: u16) -> bool {
+    (200..300).contains(&status)
 }
 
 #[cfg(test)]
@@ -336,12 +340,12 @@ mod tests {
     }
 
     #[test]
-    fn conflicts_and_rate_limits_are_not_kept_for_replay() {
-        for status in [409, 429] {
-            assert!(is_transient(status));
+    fn only_successes_are_kept_for_replay() {
+        for status in [200, 201, 204] {
+            assert!(is_replayable(status), "{status}");
         }
-        for status in [200, 201, 400, 403, 404, 422, 500] {
-            assert!(!is_transient(status));
+        for status in [302, 400, 403, 404, 409, 413, 415, 422, 429, 500, 503] {
+            assert!(!is_replayable(status), "{status}");
         }
     }
 

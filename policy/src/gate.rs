@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use edge_contract::headers::{CONTENT_TYPE, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID};
-use edge_contract::idempotency::{fingerprint, is_transient, key_of};
+use edge_contract::idempotency::{fingerprint, is_replayable, key_of};
 use edge_contract::{request_id, Request, Signer, FORWARDED_HEADERS};
 use serde_json::Value;
 
@@ -542,8 +542,9 @@ impl Worker {
         out
     }
 
-    /// Completes (or, for a 5xx, releases) the request's idempotency claim with the
-    /// upstream response. `None` body: the response was too large or aborted — release.
+    /// Completes the request's idempotency claim with the upstream response when the
+    /// backend would keep it too (a success), releases it otherwise. `None` body: the
+    /// response was too large or aborted — release.
     pub fn finish(
         &self,
         pending: &mut Pending,
@@ -562,11 +563,12 @@ impl Worker {
             key: &self.slot_key,
         };
         match body {
-            // Server errors, gateway-generated ones included (unreachable backend, timeout),
-            // are safe to retry, and so are the backend's own transient answers (its 409
-            // while another replica holds the key, its 429): release the key rather than
-            // replay a temporary state for a day.
-            Some(body) if status < 500 && !is_transient(status) => {
+            // Only what the backend keeps: a refusal did not consume the key behind the
+            // gateway, a server error (gateway-generated ones included: unreachable
+            // backend, timeout) is safe to retry, and the backend's 409 or 429 is a passing
+            // state; replaying any of them for a day would answer a retry the backend
+            // would answer afresh.
+            Some(body) if is_replayable(status) => {
                 let headers = headers
                     .iter()
                     .filter(|(n, _)| idempotency::replayable_header(n))

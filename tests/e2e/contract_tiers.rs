@@ -163,6 +163,7 @@ fn both_tiers_follow_the_role_map_in_the_filter_config() {
 /// is replayed: by the edge through the gateway, by the backend straight at it, and by the
 /// backend for a direct retry of a create that went through the gateway (as a retry through
 /// another gateway replica would reach it), since both tiers fingerprint the decoded payload.
+/// A refused first request leaves the key free at both.
 #[test]
 fn a_v3_retry_that_switches_encoding_is_a_replay_at_both_tiers() {
     let stack = Stack::start(StackOptions::default());
@@ -192,6 +193,14 @@ fn a_v3_retry_that_switches_encoding_is_a_replay_at_both_tiers() {
             Some(body.as_bytes()),
         )
     };
+    let created = |r: &Response, how: &str| {
+        assert_eq!(
+            (r.status, r.header("idempotent-replayed")),
+            (201, None),
+            "{how}: {}",
+            r.text()
+        );
+    };
     let replayed = |r: &Response, first: &Response, how: &str| {
         assert_eq!(
             (r.status, r.header("idempotent-replayed")),
@@ -208,12 +217,7 @@ fn a_v3_retry_that_switches_encoding_is_a_replay_at_both_tiers() {
     ] {
         let key = format!("switch-{name}");
         let first = send("application/json", V3_JSON, &key);
-        assert_eq!(
-            (first.status, first.header("idempotent-replayed")),
-            (201, None),
-            "{name}: {}",
-            first.text()
-        );
+        created(&first, name);
         for (ct, body) in &V3_SPELLINGS[1..] {
             replayed(&send(ct, body, &key), &first, &format!("{name}, {ct}"));
         }
@@ -223,12 +227,18 @@ fn a_v3_retry_that_switches_encoding_is_a_replay_at_both_tiers() {
             (422, "idempotency-key-reused".into()),
             "{name}"
         );
+        // A refused first request consumes the key at neither tier (both keep successes
+        // only): the corrected retry is created, not refused as a reuse.
+        let key = format!("refused-{name}");
+        let r = send("application/json", r#"{"name":"  "}"#, &key);
+        assert_eq!(outcome(&r), (400, "validation-failed".into()), "{name}");
+        created(&send("application/json", V3_JSON, &key), name);
     }
 
     // Through the gateway first, then straight at the backend in another encoding: the
     // backend's record, made from the request the gateway forwarded, matches.
     let first = gateway("application/x-www-form-urlencoded", V3_FORM, "across");
-    assert_eq!(first.status, 201, "{}", first.text());
+    created(&first, "across");
     for (ct, body) in V3_SPELLINGS {
         replayed(
             &direct(ct, body, "across"),

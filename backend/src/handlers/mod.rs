@@ -5,7 +5,7 @@ pub mod v3;
 pub mod workspaces;
 
 use edge_contract::headers::{CONTENT_TYPE, IDEMPOTENCY_KEY};
-use edge_contract::idempotency::{fingerprint, key_of};
+use edge_contract::idempotency::{fingerprint, is_replayable, key_of};
 
 use crate::app::Ctx;
 use crate::http::ApiResponse;
@@ -50,7 +50,7 @@ pub fn once(
         Outcome::Proceed(claim) => claim,
     };
     match create() {
-        Ok(response) => {
+        Ok(response) if is_replayable(response.status) => {
             if let Err(e) = idempotency::complete(kv, claim, &response) {
                 // The workspace is stored; only the replay record is missing, and the
                 // pending claim times out. Report the create as done.
@@ -58,9 +58,9 @@ pub fn once(
             }
             Ok(response)
         }
-        Err(problem) => {
+        outcome => {
             idempotency::release(kv, claim);
-            Err(problem)
+            outcome
         }
     }
 }
