@@ -22,6 +22,11 @@
 //!   or, if the winner has not written yet, a recent generation, and answers 409. An election
 //!   whose winner died before writing is held again once its generation is older than
 //!   [`PENDING_TIMEOUT_SECS`], the same bound as for a pending record.
+//!
+//! A claim names the resource its request creates (the workspace ID, drawn before the
+//! claim is written). A request that takes over a pending claim whose holder died gets that
+//! same ID back, [`Resource::resumed`], so it finishes the workspace the dead request may
+//! have begun (stored, perhaps listed) instead of creating a second one.
 
 use edge_contract::headers::{IDEMPOTENT_REPLAYED, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
@@ -44,6 +49,9 @@ struct Record {
     /// The election this claim won, for a claim of an absent record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     generation: Option<i64>,
+    /// The ID of what the claimant creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resource: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     response: Option<StoredResponse>,
 }
@@ -55,6 +63,17 @@ struct StoredResponse {
     body: String,
 }
 
+/// The resource a request creates: a fresh ID, or the ID of a claim taken over from a
+/// request that died holding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// The ID to create the resource under.
+    pub id: String,
+    /// Taken over: a resource with this ID may already be (partly) stored; finish it
+    /// rather than create another.
+    pub resumed: bool,
+}
+
 /// A key this request now holds.
 #[derive(Debug)]
 pub struct Claim {
@@ -63,6 +82,14 @@ pub struct Claim {
     fingerprint: String,
     created_at: i64,
     generation: Option<i64>,
+    resource: Resource,
+}
+
+impl Claim {
+    /// What this request creates.
+    pub fn resource(&self) -> &Resource {
+        &self.resource
+    }
 }
 
 /// What to do with a request that carries an idempotency key.
@@ -126,13 +153,16 @@ fn in_flight() -> Problem {
 /// Claims `key` for `user` (a [`edge_contract::Identity::principal`]), or tells why not:
 /// 409 while the first request runs, 422 when the key was used for a request with another
 /// `fingerprint` ([`edge_contract::idempotency::Fingerprint::to_hex`]), a replay when it
-/// completed.
+/// completed. `new_id` draws the ID of what the request creates; it is not called when the
+/// claim is taken over from a request that died holding it with the same fingerprint, whose
+/// ID is reused.
 pub fn begin(
     kv: &dyn Kv,
     user: &str,
     key: &str,
     fingerprint: &str,
     now: i64,
+    new_id: &mut dyn FnMut() -> Result<String, Problem>,
 ) -> Result<Outcome, Problem> {
     let store_key = store_key(user, key);
     // Two rounds: a lost race is retried once (to answer from the winner's record), then
@@ -167,10 +197,28 @@ pub fn begin(
                 Election::Lost => continue,
             },
         };
+        // A pending claim of the same request, abandoned by a holder that died: its
+        // resource may exist in part, so this request finishes it under the same ID.
+        let resource = match existing.and_then(|rec| match rec {
+            Record {
+                response: None,
+                resource: Some(id),
+                fingerprint: f,
+                ..
+            } if f == fingerprint => Some(id),
+            _ => None,
+        }) {
+            Some(id) => Resource { id, resumed: true },
+            None => Resource {
+                id: new_id()?,
+                resumed: false,
+            },
+        };
         let fresh = Record {
             fingerprint: fingerprint.to_owned(),
             created_at: now,
             generation,
+            resource: Some(resource.id.clone()),
             response: None,
         };
         let fresh_bytes = serde_json::to_vec(&fresh).map_err(|_| Problem::new(Kind::Internal))?;
@@ -181,6 +229,7 @@ pub fn begin(
                 fingerprint: fingerprint.to_owned(),
                 created_at: now,
                 generation,
+                resource,
             }));
         }
     }
@@ -215,6 +264,7 @@ pub fn complete(
         fingerprint: claim.fingerprint,
         created_at: claim.created_at,
         generation: claim.generation,
+        resource: Some(claim.resource.id),
         response: Some(StoredResponse {
             status: response.status,
             headers,
@@ -240,6 +290,23 @@ mod tests {
     use super::*;
     use crate::store::MemoryKv;
 
+    /// [`begin`] with IDs `r1`, `r2`, … drawn from a counter of the whole test binary.
+    fn claim_key(
+        kv: &dyn Kv,
+        user: &str,
+        key: &str,
+        f: &str,
+        now: i64,
+    ) -> Result<Outcome, Problem> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        begin(kv, user, key, f, now, &mut || {
+            Ok(format!(
+                "r{}",
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ))
+        })
+    }
+
     fn proceed(o: Result<Outcome, Problem>) -> Claim {
         match o {
             Ok(Outcome::Proceed(c)) => c,
@@ -250,20 +317,20 @@ mod tests {
     #[test]
     fn claim_then_conflict_then_replay_then_mismatch() {
         let kv = MemoryKv::new();
-        let claim = proceed(begin(&kv, "u", "k", "f1", 100));
+        let claim = proceed(claim_key(&kv, "u", "k", "f1", 100));
         assert_eq!(
-            begin(&kv, "u", "k", "f1", 101).unwrap_err().kind,
+            claim_key(&kv, "u", "k", "f1", 101).unwrap_err().kind,
             Kind::IdempotencyInFlight
         );
         assert_eq!(
-            begin(&kv, "u", "k", "f2", 101).unwrap_err().kind,
+            claim_key(&kv, "u", "k", "f2", 101).unwrap_err().kind,
             Kind::IdempotencyMismatch
         );
         // Another user's identical key is independent.
-        proceed(begin(&kv, "v", "k", "f1", 101));
+        proceed(claim_key(&kv, "v", "k", "f1", 101));
         let resp = ApiResponse::json(201, &serde_json::json!({"ok": true}));
         complete(&kv, claim, &resp).unwrap();
-        match begin(&kv, "u", "k", "f1", 102).unwrap() {
+        match claim_key(&kv, "u", "k", "f1", 102).unwrap() {
             Outcome::Replay(r) => {
                 assert_eq!(r.status, 201);
                 assert_eq!(r.header("idempotent-replayed"), Some("true"));
@@ -272,20 +339,56 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            begin(&kv, "u", "k", "f2", 102).unwrap_err().kind,
+            claim_key(&kv, "u", "k", "f2", 102).unwrap_err().kind,
             Kind::IdempotencyMismatch
         );
         // After the retention period the key is free again.
-        proceed(begin(&kv, "u", "k", "f2", 100 + RETENTION_SECS + 1));
+        proceed(claim_key(&kv, "u", "k", "f2", 100 + RETENTION_SECS + 1));
     }
 
     #[test]
     fn released_or_stale_claims_can_be_taken_over() {
         let kv = MemoryKv::new();
-        let claim = proceed(begin(&kv, "u", "k", "f", 0));
+        let claim = proceed(claim_key(&kv, "u", "k", "f", 0));
         release(&kv, claim);
-        let _held = proceed(begin(&kv, "u", "k", "f", 1));
-        proceed(begin(&kv, "u", "k", "f", 2 + PENDING_TIMEOUT_SECS));
+        let _held = proceed(claim_key(&kv, "u", "k", "f", 1));
+        proceed(claim_key(&kv, "u", "k", "f", 2 + PENDING_TIMEOUT_SECS));
+    }
+
+    #[test]
+    fn a_claim_taken_over_from_a_dead_holder_resumes_its_resource() {
+        let kv = MemoryKv::spin_sqlite();
+        let first = proceed(claim_key(&kv, "u", "k", "f", 0));
+        assert!(!first.resource().resumed);
+        let id = first.resource().id.clone();
+        // The holder dies; past the timeout the same request resumes the same resource…
+        let again = proceed(claim_key(&kv, "u", "k", "f", 1 + PENDING_TIMEOUT_SECS));
+        assert_eq!(
+            again.resource(),
+            &Resource {
+                id: id.clone(),
+                resumed: true
+            }
+        );
+        // …and completing it stores that ID with the response.
+        let resp = ApiResponse::json(201, &serde_json::json!({"id": id}));
+        complete(&kv, again, &resp).unwrap();
+        assert!(matches!(
+            claim_key(&kv, "u", "k", "f", 2 + PENDING_TIMEOUT_SECS).unwrap(),
+            Outcome::Replay(_)
+        ));
+        // A released claim was given up cleanly: its retry draws a new resource.
+        let released = proceed(claim_key(&kv, "u", "k2", "f", 0));
+        let old = released.resource().id.clone();
+        release(&kv, released);
+        let fresh = proceed(claim_key(&kv, "u", "k2", "f", 1));
+        assert!(!fresh.resource().resumed);
+        assert_ne!(fresh.resource().id, old);
+        // A dead claim of another payload is not resumed by a request that reuses the key.
+        let other = proceed(claim_key(&kv, "u", "k3", "f1", 0));
+        let taken = proceed(claim_key(&kv, "u", "k3", "f2", 1 + PENDING_TIMEOUT_SECS));
+        assert!(!taken.resource().resumed);
+        assert_ne!(taken.resource().id, other.resource().id);
     }
 
     #[test]
@@ -297,9 +400,9 @@ mod tests {
             elect(&kv, &claims_key(&store_key), 10).unwrap(),
             Election::Won(10)
         ));
-        let err = begin(&kv, "u", "k", "f", 10 + PENDING_TIMEOUT_SECS).unwrap_err();
+        let err = claim_key(&kv, "u", "k", "f", 10 + PENDING_TIMEOUT_SECS).unwrap_err();
         assert_eq!(err.kind, Kind::IdempotencyInFlight);
-        let claim = proceed(begin(&kv, "u", "k", "f", 11 + PENDING_TIMEOUT_SECS));
+        let claim = proceed(claim_key(&kv, "u", "k", "f", 11 + PENDING_TIMEOUT_SECS));
         assert_eq!(claim.generation, Some(11 + PENDING_TIMEOUT_SECS));
         // A generation is never 0, the counter's "never elected", even at time 0.
         assert!(matches!(elect(&kv, "c", 0).unwrap(), Election::Won(1)));
@@ -310,7 +413,7 @@ mod tests {
         let kv = MemoryKv::new();
         kv.set_failing(Some("down"));
         assert_eq!(
-            begin(&kv, "u", "k", "f", 0).unwrap_err().kind,
+            claim_key(&kv, "u", "k", "f", 0).unwrap_err().kind,
             Kind::StoreUnavailable
         );
     }
@@ -398,7 +501,7 @@ mod tests {
         type ClaimFn = fn(&dyn Kv, i64, &str) -> Seen;
 
         fn claim_now(kv: &dyn Kv, now: i64, fingerprint: &str) -> Seen {
-            seen(begin(kv, "u", "k", fingerprint, now))
+            seen(claim_key(kv, "u", "k", fingerprint, now))
         }
 
         /// The claim before elections: a compare-and-swap from whatever was read.
@@ -418,6 +521,10 @@ mod tests {
                     fingerprint: fingerprint.to_owned(),
                     created_at: now,
                     generation: None,
+                    resource: Resource {
+                        id: "r".into(),
+                        resumed: false,
+                    },
                 }),
                 _ => Seen::Refused(Kind::IdempotencyInFlight),
             }
@@ -566,7 +673,7 @@ mod tests {
         fn two_takeovers_of_an_expired_claim_never_both_proceed() {
             let setup = || {
                 let kv = MemoryKv::spin_sqlite();
-                proceed(begin(&kv, "u", "k", "f", 0));
+                proceed(claim_key(&kv, "u", "k", "f", 0));
                 kv
             };
             let later = 1 + PENDING_TIMEOUT_SECS;
@@ -574,7 +681,7 @@ mod tests {
             assert!(runs > 10, "{runs} interleavings");
             let setup = || {
                 let kv = MemoryKv::spin_sqlite();
-                release(&kv, proceed(begin(&kv, "u", "k", "f", 0)));
+                release(&kv, proceed(claim_key(&kv, "u", "k", "f", 0)));
                 kv
             };
             explore(setup, claim_now, [(1, "f"), (1, "f")], one_winner);

@@ -7,7 +7,7 @@
 //!
 //! | key | value | written by |
 //! |---|---|---|
-//! | `ws/{workspaceId}` | [`Workspace`] JSON | its create |
+//! | `ws/{workspaceId}` | [`Workspace`] JSON, plus `indexSlot`: the `n` of its index entry | its create |
 //! | `org/{orgId}/seq` | counter: workspaces ever created in the org | `increment` |
 //! | `org/{orgId}/idx/{n:020}` | the `n`-th workspace ID | the create that drew `n` |
 //! | `org/{orgId}/settings` | [`OrgSettings`] JSON | `PUT /api/orgs/{orgId}/settings` |
@@ -71,14 +71,53 @@ fn set_json<T: serde::Serialize>(kv: &dyn Kv, key: &str, value: &T) -> Result<()
     kv.set(key, &bytes)
 }
 
-/// Stores a new workspace and its owner. The record and the membership are written before
-/// the index slot, so a listing never sees an ID whose record is missing; a create that
-/// fails half-way leaves at most an unlisted record and an empty slot, both harmless.
+/// A workspace as stored: the API's fields, and the index slot that lists it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredWorkspace {
+    #[serde(flatten)]
+    workspace: Workspace,
+    /// The slot drawn for its index entry (absent in records written before slots were kept).
+    #[serde(default, rename = "indexSlot", skip_serializing_if = "Option::is_none")]
+    slot: Option<i64>,
+}
+
+/// Stores a new workspace and its owner. The slot is drawn first and kept in the record, and
+/// the record and the membership are written before the index entry, so a listing never
+/// sees an ID whose record is missing, and [`resume_workspace`] can finish the listing of a
+/// create that died half-way without listing it twice. A create that fails half-way leaves
+/// at most an empty slot and an unlisted record, both harmless.
 pub fn create_workspace(kv: &dyn Kv, ws: &Workspace, owner: &Membership) -> Result<(), StoreError> {
-    set_json(kv, &ws_key(&ws.workspace_id), ws)?;
-    set_json(kv, &member_key(&ws.workspace_id, &owner.user), owner)?;
     let slot = kv.increment(&seq_key(&ws.org_id), 1)?;
+    let stored = StoredWorkspace {
+        workspace: ws.clone(),
+        slot: Some(slot),
+    };
+    set_json(kv, &ws_key(&ws.workspace_id), &stored)?;
+    set_json(kv, &member_key(&ws.workspace_id, &owner.user), owner)?;
     kv.set(&idx_key(&ws.org_id, slot), ws.workspace_id.as_bytes())
+}
+
+/// Finishes the create of workspace `id` that a request which died holding its idempotency
+/// key began: if its record was stored, writes what may be missing (the owner's membership,
+/// the index entry in the slot the record names) and returns it; `None` when nothing was
+/// stored, and the workspace is to be created afresh under `id`.
+pub fn resume_workspace(
+    kv: &dyn Kv,
+    id: &str,
+    owner: &Membership,
+) -> Result<Option<Workspace>, StoreError> {
+    let Some(stored) = get_json::<StoredWorkspace>(kv, &ws_key(id))? else {
+        return Ok(None);
+    };
+    let member = member_key(id, &owner.user);
+    if kv.get(&member)?.is_none() {
+        set_json(kv, &member, owner)?;
+    }
+    if let Some(slot) = stored.slot {
+        // The same value the dead request wrote, if it got that far.
+        kv.set(&idx_key(&stored.workspace.org_id, slot), id.as_bytes())?;
+    }
+    Ok(Some(stored.workspace))
 }
 
 /// The workspace with this ID.
@@ -125,6 +164,22 @@ pub fn next_v3_id(kv: &dyn Kv) -> Result<i64, StoreError> {
     kv.increment(V3_SEQ, 1)
 }
 
+/// Finishes the create of v3 workspace `id` begun by a request that died holding its
+/// idempotency key: the stored record (its owner's membership written if missing), or
+/// `None` when nothing was stored.
+pub fn resume_v3(
+    kv: &dyn Kv,
+    id: i64,
+    owner: &Membership,
+) -> Result<Option<V3Workspace>, StoreError> {
+    let member = member_key(&format!("v3-{id}"), &owner.user);
+    let found = get_v3(kv, id)?;
+    if found.is_some() && kv.get(&member)?.is_none() {
+        set_json(kv, &member, owner)?;
+    }
+    Ok(found)
+}
+
 /// Stores a v3 workspace and its owner.
 pub fn create_v3(kv: &dyn Kv, ws: &V3Workspace, owner: &Membership) -> Result<(), StoreError> {
     set_json(
@@ -147,4 +202,94 @@ pub fn get_v3_membership(
     principal: &str,
 ) -> Result<Option<Membership>, StoreError> {
     get_json(kv, &member_key(&format!("v3-{id}"), principal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FeatureFlags, Settings};
+    use crate::store::MemoryKv;
+
+    const ORG: &str = "org-1";
+
+    fn workspace(id: &str) -> (Workspace, Membership) {
+        let ws = Workspace {
+            workspace_id: id.into(),
+            org_id: ORG.into(),
+            name: id.into(),
+            description: String::new(),
+            visibility: "private".into(),
+            created_by: "u".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            settings: Settings {
+                timezone: "UTC".into(),
+                default_language: "en".into(),
+                education_mode: false,
+                lms_integration: "none".into(),
+                exam_generation_enabled: false,
+                beginner_mode_default: false,
+                dlp_enabled: true,
+                real_time_summaries: true,
+                retention_alerts: true,
+            },
+            allowed_domains: Vec::new(),
+            feature_flags: FeatureFlags {
+                real_time_translation: false,
+                role_aware_summaries: false,
+                exam_generation: false,
+                breakout_rooms: false,
+                ai_attendee: false,
+                meeting_energy_dashboard: false,
+            },
+            supported_languages: vec!["en".into()],
+            subscription_id: None,
+            member_count: 1,
+        };
+        let owner = Membership {
+            workspace_id: id.into(),
+            user: "1:i:u".into(),
+            role: "OWNER".into(),
+            created_at: ws.created_at.clone(),
+        };
+        (ws, owner)
+    }
+
+    fn listed(kv: &dyn Kv) -> Vec<String> {
+        let (items, _) = list_workspaces(kv, ORG, 1, MAX_PAGE).unwrap();
+        items.into_iter().map(|w| w.workspace_id).collect()
+    }
+
+    #[test]
+    fn resuming_a_create_lists_it_once_wherever_its_creator_died() {
+        let kv = MemoryKv::spin_sqlite();
+        // Died after the index entry: resuming writes the same entry again.
+        let (a, owner_a) = workspace("w-a");
+        create_workspace(&kv, &a, &owner_a).unwrap();
+        assert_eq!(
+            resume_workspace(&kv, "w-a", &owner_a).unwrap(),
+            Some(a.clone())
+        );
+        // Died after the record, before its membership and index entry.
+        let (b, owner_b) = workspace("w-b");
+        create_workspace(&kv, &b, &owner_b).unwrap();
+        kv.delete(&idx_key(ORG, 2)).unwrap();
+        kv.delete(&member_key("w-b", &owner_b.user)).unwrap();
+        assert_eq!(listed(&kv), ["w-a"]);
+        assert_eq!(resume_workspace(&kv, "w-b", &owner_b).unwrap(), Some(b));
+        assert!(kv.get(&member_key("w-b", &owner_b.user)).unwrap().is_some());
+        // Died before the record: nothing to resume, the retry creates it (a slot is skipped).
+        assert_eq!(resume_workspace(&kv, "w-c", &owner_b).unwrap(), None);
+        kv.increment(&seq_key(ORG), 1).unwrap();
+        let (c, owner_c) = workspace("w-c");
+        create_workspace(&kv, &c, &owner_c).unwrap();
+        assert_eq!(listed(&kv), ["w-a", "w-b", "w-c"]);
+        // The stored slot is not part of the API's workspace.
+        let read = get_workspace(&kv, "w-a").unwrap().unwrap();
+        assert_eq!(read, a);
+        assert!(serde_json::to_value(&read)
+            .unwrap()
+            .get("indexSlot")
+            .is_none());
+    }
 }

@@ -19,9 +19,9 @@
 //! exactly the created workspaces with nothing left pending. Waiting out the backend's 60 s
 //! would make them minutes long, so they age what killed requests left behind (a pending
 //! record's `createdAt`, an election counter's generation) by an hour in the SQLite file, as
-//! the clock would. They are ignored: they fail until the backend's takeover of a held key
-//! stops creating a second workspace, and (through the gateway) until the filter stops
-//! storing the backend's 409 as the key's final answer.
+//! the clock would. A held key taken over resumes the workspace its killed holder began
+//! (the claim names the workspace ID; the record names its index slot), so nothing is
+//! created or listed twice.
 //!
 //! Each runs straight against the runner, and with Envoy and the filter in front.
 
@@ -493,7 +493,6 @@ fn killed_runner_behind_the_gateway_loses_nothing_and_duplicates_nothing() {
 /// backend's idempotency record does not carry the workspace it is creating), so this fails
 /// until the backend fixes that.
 #[test]
-#[ignore = "fails until the backend's takeover of a held key reuses the workspace the killed request began"]
 fn killed_runner_keys_held_past_the_in_flight_timeout_create_once() {
     survives_kills(backend(), &Via::Runner, "runner-timeout", true);
 }
@@ -501,7 +500,6 @@ fn killed_runner_keys_held_past_the_in_flight_timeout_create_once() {
 /// As above, through the gateway; fails also because the filter stores the backend's 409
 /// ("still in flight") as the key's final answer and replays it.
 #[test]
-#[ignore = "fails until the backend fix above (the filter releases a 409 in-flight answer since issue 8)"]
 fn killed_runner_behind_the_gateway_keys_held_past_the_in_flight_timeout_create_once() {
     let (stack, via) = gateway();
     survives_kills(stack, &via, "gateway-timeout", true);

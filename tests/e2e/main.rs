@@ -1,7 +1,7 @@
 //! The end-to-end suite: the real Envoy with the real filter on V8, the real backend component
 //! under the local runner (or `spin up`), real SQLite files. One test binary, one module per
-//! area, so the suite links once; `cargo test -p e2e -- <module>::` runs one area, e.g.
-//! `cargo test -p e2e -- filter_hostile::`.
+//! area, so the suite links once; `cargo test --test e2e -- <module>::` runs one area, e.g.
+//! `cargo test --test e2e -- filter_hostile::`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 

@@ -33,6 +33,10 @@ pub fn test(args: TestArgs) -> Result<()> {
         "wasm targets of the pinned toolchain",
         toolchain::ensure_targets,
     )?;
+    step(
+        "clippy (workspace, and the filter on wasm32-wasip1)",
+        || clippy(&cargo),
+    )?;
     step("Envoy", || envoy::ensure_installed().map(drop))?;
     step("build (filter, backend)", artifacts::build_wasm)?;
     // One feature resolution for the tests and for the runner binary they start.
@@ -64,6 +68,44 @@ pub fn test(args: TestArgs) -> Result<()> {
         "xtask: all tests passed in {:.0}s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Lints deny warnings: the workspace's own lints (no `unwrap`, `expect` or `panic!` outside
+/// tests) and clippy's defaults, natively for every crate and tests, and for the filter on
+/// the target it ships for (code behind `cfg(target_arch = "wasm32")` is only seen there).
+fn clippy(cargo: &str) -> Result<()> {
+    for (args, what) in [
+        (
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ][..],
+            "cargo clippy --workspace --all-targets",
+        ),
+        (
+            &[
+                "clippy",
+                "--package",
+                "edge-filter",
+                "--target",
+                "wasm32-wasip1",
+                "--",
+                "-D",
+                "warnings",
+            ][..],
+            "cargo clippy --package edge-filter --target wasm32-wasip1",
+        ),
+    ] {
+        run(
+            Command::new(cargo).args(args).current_dir(paths::root()),
+            what,
+        )?;
+    }
     Ok(())
 }
 

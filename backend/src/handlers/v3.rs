@@ -94,25 +94,40 @@ pub fn create(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
     may_create(ctx, &company)?;
     let kv = ctx.env.kv;
     // The fingerprint covers the decoded fields, so a retry may use another encoding.
-    once(ctx, key, || {
-        let id = repo::next_v3_id(kv)?;
+    let new_id = || Ok(repo::next_v3_id(kv)?.to_string());
+    once(ctx, key, new_id, |resource| {
+        let id: i64 = resource
+            .id
+            .parse()
+            .map_err(|_| Problem::new(Kind::Internal))?;
         let now = ctx.env.timestamp();
-        let ws = V3Workspace {
-            id,
-            company,
-            name,
-            description,
-            created_by: ctx.identity.sub.clone(),
-            created_at: now.clone(),
-            updated_at: now.clone(),
-        };
         let owner = Membership {
-            workspace_id: id.to_string(),
+            workspace_id: resource.id,
             user: ctx.identity.principal(),
             role: "OWNER".into(),
-            created_at: now,
+            created_at: now.clone(),
         };
-        repo::create_v3(kv, &ws, &owner)?;
+        let resumed = if resource.resumed {
+            repo::resume_v3(kv, id, &owner)?
+        } else {
+            None
+        };
+        let ws = match resumed {
+            Some(ws) => ws,
+            None => {
+                let ws = V3Workspace {
+                    id,
+                    company,
+                    name,
+                    description,
+                    created_by: ctx.identity.sub.clone(),
+                    created_at: now.clone(),
+                    updated_at: now,
+                };
+                repo::create_v3(kv, &ws, &owner)?;
+                ws
+            }
+        };
         Ok(ApiResponse::json(201, &ws.details("OWNER"))
             .with_header("location", &format!("/api/v3/workspaces/{id}")))
     })

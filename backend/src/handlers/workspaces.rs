@@ -10,6 +10,7 @@ use crate::http::ApiResponse;
 use crate::model::{Membership, Settings, Workspace};
 use crate::problem::{Expected, FieldError, Kind, Problem, Reason};
 use crate::repo;
+use crate::store::Kv;
 use crate::validate::{self, check_uuid};
 
 /// Default page size of listings.
@@ -22,49 +23,72 @@ pub fn create(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
     let new = validate::new_workspace(&payload)
         .map_err(|errors| Problem::invalid(Kind::ValidationFailed, errors))?;
     require(ctx, &new.org_id, WORKSPACE_CREATE)?;
-    once(ctx, key, || {
-        let kv = ctx.env.kv;
-        let org = repo::get_org_settings(kv, &new.org_id)?;
+    let kv = ctx.env.kv;
+    let new_id = || Ok(format!("w-{}", (ctx.env.new_uuid)().hyphenated()));
+    once(ctx, key, new_id, |resource| {
         let now = ctx.env.timestamp();
-        let workspace_id = format!("w-{}", (ctx.env.new_uuid)().hyphenated());
-        let ws = Workspace {
-            workspace_id: workspace_id.clone(),
-            org_id: new.org_id,
-            name: new.name,
-            description: new.description,
-            visibility: new.visibility,
-            created_by: ctx.identity.sub.clone(),
-            created_at: now.clone(),
-            updated_at: now.clone(),
-            settings: Settings {
-                timezone: new.timezone,
-                default_language: new.default_language,
-                education_mode: new.education_mode,
-                lms_integration: new.lms_integration,
-                exam_generation_enabled: new.exam_generation_enabled,
-                beginner_mode_default: new.beginner_mode_default,
-                dlp_enabled: true,
-                real_time_summaries: true,
-                retention_alerts: true,
-            },
-            allowed_domains: new.allowed_domains,
-            feature_flags: new.feature_flags,
-            supported_languages: new.supported_languages,
-            subscription_id: org.subscription_id,
-            member_count: 1,
-        };
+        let workspace_id = resource.id;
         let owner = Membership {
             workspace_id: workspace_id.clone(),
             user: ctx.identity.principal(),
             role: "OWNER".into(),
-            created_at: now,
+            created_at: now.clone(),
         };
-        repo::create_workspace(kv, &ws, &owner)?;
+        let resumed = if resource.resumed {
+            repo::resume_workspace(kv, &workspace_id, &owner)?
+        } else {
+            None
+        };
+        let ws = match resumed {
+            Some(ws) => ws,
+            None => {
+                let ws = new_workspace(kv, new, workspace_id.clone(), &ctx.identity.sub, &now)?;
+                repo::create_workspace(kv, &ws, &owner)?;
+                ws
+            }
+        };
         Ok(ApiResponse::json(
             201,
             &json!({"message": "Workspace created successfully", "data": ws}),
         )
         .with_header("location", &format!("/api/workspaces/{workspace_id}")))
+    })
+}
+
+/// The workspace a validated create makes, with the server-side fields.
+fn new_workspace(
+    kv: &dyn Kv,
+    new: validate::NewWorkspace,
+    workspace_id: String,
+    created_by: &str,
+    now: &str,
+) -> Result<Workspace, Problem> {
+    let org = repo::get_org_settings(kv, &new.org_id)?;
+    Ok(Workspace {
+        workspace_id,
+        org_id: new.org_id,
+        name: new.name,
+        description: new.description,
+        visibility: new.visibility,
+        created_by: created_by.to_owned(),
+        created_at: now.to_owned(),
+        updated_at: now.to_owned(),
+        settings: Settings {
+            timezone: new.timezone,
+            default_language: new.default_language,
+            education_mode: new.education_mode,
+            lms_integration: new.lms_integration,
+            exam_generation_enabled: new.exam_generation_enabled,
+            beginner_mode_default: new.beginner_mode_default,
+            dlp_enabled: true,
+            real_time_summaries: true,
+            retention_alerts: true,
+        },
+        allowed_domains: new.allowed_domains,
+        feature_flags: new.feature_flags,
+        supported_languages: new.supported_languages,
+        subscription_id: org.subscription_id,
+        member_count: 1,
     })
 }
 

@@ -188,11 +188,10 @@ fn straight_to_runner(settings: &Settings) -> Result<Vec<CreateRow>> {
         .args([
             "test",
             "--quiet",
-            "--package",
-            "e2e",
             "--test",
-            "backend_bench",
+            "e2e",
             "--",
+            "backend_bench::",
             "--ignored",
             "--nocapture",
             "--test-threads",
