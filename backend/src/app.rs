@@ -3,7 +3,8 @@
 //! [`Problem`] becomes a response.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use edge_contract::{Identity, Verifier, IDENTITY_HEADER, SIGNATURE_HEADER};
+use edge_contract::headers::{ACCEPT_LANGUAGE, IDEMPOTENCY_KEY, REQUEST_ID};
+use edge_contract::{request_id, Identity, Verifier, IDENTITY_HEADER, SIGNATURE_HEADER};
 
 use crate::handlers;
 use crate::http::{ApiRequest, ApiResponse, MAX_BODY_BYTES};
@@ -45,11 +46,15 @@ pub struct Ctx<'a> {
 
 /// Handles one request.
 pub fn handle(req: &ApiRequest, env: &Env<'_>) -> ApiResponse {
-    let lang = Lang::negotiate(req.header("accept-language"));
-    let request_id = req
-        .header("x-request-id")
-        .and_then(crate::validate::check_uuid)
-        .unwrap_or_else(|| (env.new_uuid)().hyphenated().to_string());
+    let lang = Lang::negotiate(req.header(ACCEPT_LANGUAGE));
+    // The edge's parser: an ID the edge kept is kept here as it is. One the edge would have
+    // refused (only a direct call can carry it) gets a fresh one instead of a 400, so that
+    // every answer, the 401 of a direct call included, has an ID to log it by.
+    let request_id = match req.header_values(REQUEST_ID).as_deref() {
+        Ok([one]) => request_id::normalize(one).ok(),
+        _ => None,
+    }
+    .unwrap_or_else(|| (env.new_uuid)().hyphenated().to_string());
     let response = match dispatch(req, env) {
         Ok(response) => response,
         Err(problem) => {
@@ -68,7 +73,7 @@ pub fn handle(req: &ApiRequest, env: &Env<'_>) -> ApiResponse {
             problem.to_response(lang, &req.path, &request_id)
         }
     };
-    response.with_header("x-request-id", &request_id)
+    response.with_header(REQUEST_ID, &request_id)
 }
 
 fn dispatch(req: &ApiRequest, env: &Env<'_>) -> Result<ApiResponse, Problem> {
@@ -107,7 +112,7 @@ fn dispatch(req: &ApiRequest, env: &Env<'_>) -> Result<ApiResponse, Problem> {
 fn readable_headers(req: &ApiRequest) -> Result<(), Problem> {
     match req.unreadable_header() {
         None => Ok(()),
-        Some("idempotency-key") => Err(Problem::new(Kind::InvalidIdempotencyKey)),
+        Some(IDEMPOTENCY_KEY) => Err(Problem::new(Kind::InvalidIdempotencyKey)),
         Some(name) => Err(Problem::with_arg(Kind::InvalidHeader, name)),
     }
 }
@@ -136,7 +141,7 @@ fn authenticate(req: &ApiRequest, env: &Env<'_>) -> Result<Identity, Problem> {
     };
     let path = req.path_and_query();
     let request = edge_contract::Request {
-        request_id: req.header("x-request-id").unwrap_or(""),
+        request_id: req.header(REQUEST_ID).unwrap_or(""),
         method: &req.method,
         path: &path,
         body: &req.body,

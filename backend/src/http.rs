@@ -7,13 +7,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The request headers whose values the service reads, other than the gateway identity
 /// headers (which [`crate::app`] refuses with 401 when unreadable). A value of one of these
 /// that is not text gets 400; any other header is never read.
-pub const INTERPRETED_HEADERS: [&str; 5] = [
-    "x-request-id",
-    "idempotency-key",
-    "content-type",
-    "accept-language",
-    "content-length",
-];
+pub const INTERPRETED_HEADERS: [&str; 5] = edge_contract::headers::READ_BY_BACKEND;
 
 /// A header value that is not UTF-8 text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +72,17 @@ impl ApiRequest {
             None => Ok(None),
             Some((_, v)) => std::str::from_utf8(v).map(Some).map_err(|_| NotText),
         }
+    }
+
+    /// Every value of header `name` (lower case), in order; `Err(NotText)` when one is not
+    /// UTF-8 (for the headers of [`INTERPRETED_HEADERS`] the pipeline has already refused
+    /// such a request).
+    pub fn header_values(&self, name: &str) -> Result<Vec<&str>, NotText> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| std::str::from_utf8(v).map_err(|_| NotText))
+            .collect()
     }
 
     /// The first value of header `name` (lower case), `None` when absent or not UTF-8. For
@@ -263,6 +268,9 @@ mod tests {
         assert_eq!(req.header("x-edge-signature"), None);
         assert_eq!(req.text("x-request-id"), Ok(Some("r-1")));
         assert_eq!(req.text("absent"), Ok(None));
+        let twice = req.clone().with_header("x-request-id", "r-2");
+        assert_eq!(twice.header_values("x-request-id"), Ok(vec!["r-1", "r-2"]));
+        assert_eq!(twice.header_values("x-edge-signature"), Err(NotText));
         assert_eq!(
             req.with_header("content-length", " 12 ").declared_length(),
             Some(12)

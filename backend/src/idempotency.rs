@@ -1,5 +1,7 @@
 //! Durable idempotency (draft-ietf-httpapi-idempotency-key-header), scoped per user: the
-//! user is the caller's principal (issuer and subject), never the subject alone.
+//! user is the caller's principal (issuer and subject), never the subject alone. Which keys
+//! are valid and what a request's fingerprint is are the contract's
+//! ([`edge_contract::idempotency`]), which the edge applies too.
 //!
 //! A key is claimed by writing a `pending` record carrying the request's fingerprint, so two
 //! backend instances (or two gateway replicas) cannot both run the same create. The winner
@@ -26,6 +28,7 @@
 //! same ID back, [`Resource::resumed`], so it finishes the workspace the dead request may
 //! have begun (stored, perhaps listed) instead of creating a second one.
 
+use edge_contract::headers::{IDEMPOTENT_REPLAYED, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -98,33 +101,6 @@ pub enum Outcome {
     Replay(ApiResponse),
 }
 
-/// The key as sent, with the quotes of the draft's sf-string form removed; `None` when malformed.
-pub fn parse_key(header: &str) -> Option<&str> {
-    let key = header.trim();
-    let key = key
-        .strip_prefix('"')
-        .and_then(|k| k.strip_suffix('"'))
-        .unwrap_or(key);
-    let ok = !key.is_empty()
-        && key.len() <= 255
-        && key.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"');
-    ok.then_some(key)
-}
-
-/// A fingerprint of what the request asks for: its method, path and canonical payload.
-pub fn fingerprint(method: &str, path: &str, payload: &serde_json::Value) -> String {
-    let mut h = Sha256::new();
-    for part in [
-        method.as_bytes(),
-        path.as_bytes(),
-        &serde_json::to_vec(payload).unwrap_or_default(),
-    ] {
-        h.update(part);
-        h.update(b"\n");
-    }
-    hex(&h.finalize())
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -171,14 +147,15 @@ fn elect(kv: &dyn Kv, claims_key: &str, now: i64) -> Result<Election, Problem> {
 }
 
 fn in_flight() -> Problem {
-    Problem::new(Kind::IdempotencyInFlight).with_header("retry-after", "1")
+    Problem::new(Kind::IdempotencyInFlight).with_header(RETRY_AFTER, "1")
 }
 
 /// Claims `key` for `user` (a [`edge_contract::Identity::principal`]), or tells why not:
-/// 409 while the first request runs, 422 when the key was used for a different request, a
-/// replay when it completed. `new_id` draws the ID of what the request creates; it is not
-/// called when the claim is taken over from a request that died holding it with the same
-/// fingerprint, whose ID is reused.
+/// 409 while the first request runs, 422 when the key was used for a request with another
+/// `fingerprint` ([`edge_contract::idempotency::Fingerprint::to_hex`]), a replay when it
+/// completed. `new_id` draws the ID of what the request creates; it is not called when the
+/// claim is taken over from a request that died holding it with the same fingerprint, whose
+/// ID is reused.
 pub fn begin(
     kv: &dyn Kv,
     user: &str,
@@ -267,7 +244,7 @@ fn replay(r: &StoredResponse) -> ApiResponse {
     };
     response
         .headers
-        .push(("idempotent-replayed".into(), "true".into()));
+        .push((IDEMPOTENT_REPLAYED.into(), "true".into()));
     response
 }
 
@@ -334,15 +311,6 @@ mod tests {
         match o {
             Ok(Outcome::Proceed(c)) => c,
             other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn keys_are_visible_ascii_optionally_quoted() {
-        assert_eq!(parse_key("abc-123"), Some("abc-123"));
-        assert_eq!(parse_key("\"abc\""), Some("abc"));
-        for bad in ["", "\"\"", "a b", "é", &"x".repeat(256)] {
-            assert_eq!(parse_key(bad), None, "{bad}");
         }
     }
 

@@ -32,7 +32,8 @@ pub enum Kind {
     NotFound,
     /// 405: the resource exists but not with this method.
     MethodNotAllowed,
-    /// 409: a request with this idempotency key is still being processed.
+    /// 409: a request with this idempotency key is still being processed
+    /// (`idempotency-key-in-use`, as at the edge).
     IdempotencyInFlight,
     /// 413: the body exceeds the documented limit.
     PayloadTooLarge,
@@ -53,12 +54,12 @@ impl Kind {
 
     /// The HTTP status.
     pub fn status(self) -> u16 {
-        self.spec().status
+        self.spec().problem.status
     }
 
     /// The stable `type` URI.
     pub fn type_uri(self) -> String {
-        format!("urn:workspace-api:problem:{}", self.spec().slug)
+        self.spec().problem.type_uri()
     }
 }
 
@@ -200,7 +201,7 @@ impl Problem {
         let mut body = json!({
             "type": self.kind.type_uri(),
             "title": spec.title.render(lang, &[]),
-            "status": spec.status,
+            "status": spec.problem.status,
             "detail": spec.detail.render(lang, &args),
             "instance": instance,
             "requestId": request_id,
@@ -213,9 +214,12 @@ impl Problem {
                 .collect();
         }
         let mut response = ApiResponse {
-            status: spec.status,
+            status: spec.problem.status,
             headers: vec![
-                ("content-type".into(), "application/problem+json".into()),
+                (
+                    "content-type".into(),
+                    edge_contract::problem::CONTENT_TYPE.into(),
+                ),
                 ("content-language".into(), lang.tag().into()),
             ],
             body: serde_json::to_vec(&body).unwrap_or_default(),
@@ -229,7 +233,8 @@ impl From<crate::store::StoreError> for Problem {
     fn from(e: crate::store::StoreError) -> Self {
         Problem {
             cause: Some(e.to_string()),
-            ..Problem::new(Kind::StoreUnavailable).with_header("retry-after", "1")
+            ..Problem::new(Kind::StoreUnavailable)
+                .with_header(edge_contract::headers::RETRY_AFTER, "1")
         }
     }
 }

@@ -9,6 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{TimeZone, Utc};
+use edge_contract::permission::{
+    RoleMap, ORG_SETTINGS_READ, ORG_SETTINGS_WRITE, WORKSPACE_CREATE,
+    WORKSPACE_CREATE_SELF_SERVICE, WORKSPACE_READ,
+};
 use edge_contract::{Identity, Signer, Verifier, IDENTITY_HEADER, SIGNATURE_HEADER};
 use serde_json::{json, Value};
 use workspace_backend::app::{handle, Env};
@@ -36,17 +40,47 @@ fn seed_body() -> Value {
     })
 }
 
-fn user(sub: &str, orgs: &[(&str, &str)]) -> Identity {
+/// The role map `envoy/envoy.yaml` ships: the edge applies it to the token and forwards
+/// the permissions; the backend never sees a role.
+fn shipped_roles() -> RoleMap {
+    let admin = [
+        WORKSPACE_CREATE,
+        WORKSPACE_CREATE_SELF_SERVICE,
+        WORKSPACE_READ,
+        ORG_SETTINGS_READ,
+        ORG_SETTINGS_WRITE,
+    ];
+    let member = [
+        WORKSPACE_CREATE_SELF_SERVICE,
+        WORKSPACE_READ,
+        ORG_SETTINGS_READ,
+    ];
+    let perms = |p: &[&str]| p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    RoleMap::new([
+        ("owner".to_owned(), perms(&admin)),
+        ("admin".to_owned(), perms(&admin)),
+        ("member".to_owned(), perms(&member)),
+    ])
+}
+
+/// The identity the edge forwards for a token with one role in each of `orgs` and the
+/// explicit `grants`.
+fn granted(sub: &str, orgs: &[(&str, &str)], grants: &[&str]) -> Identity {
     let mut map = BTreeMap::new();
     for (org, role) in orgs {
         map.insert((*org).to_owned(), vec![(*role).to_owned()]);
     }
+    let grants: Vec<String> = grants.iter().map(|g| (*g).to_owned()).collect();
     Identity {
         iss: ISSUER.into(),
         sub: sub.into(),
-        orgs: map,
+        permissions: shipped_roles().effective(&map, &grants),
         ..Identity::default()
     }
+}
+
+fn user(sub: &str, orgs: &[(&str, &str)]) -> Identity {
+    granted(sub, orgs, &[])
 }
 
 fn owner() -> Identity {
@@ -337,17 +371,11 @@ fn creating_needs_workspace_create_in_the_target_org() {
         (user("u-member", &[(ORG, "member")]), 403),
         (user("u-outsider", &[(OTHER_ORG, "owner")]), 403),
         (
-            Identity {
-                perms: vec!["workspace:create".into()],
-                ..user("u-rbac", &[(ORG, "member")])
-            },
+            granted("u-rbac", &[(ORG, "member")], &[WORKSPACE_CREATE]),
             201,
         ),
         (
-            Identity {
-                perms: vec!["workspace:create".into()],
-                ..user("u-rbac-out", &[(OTHER_ORG, "member")])
-            },
+            granted("u-rbac-out", &[(OTHER_ORG, "member")], &[WORKSPACE_CREATE]),
             403,
         ),
     ] {
@@ -355,8 +383,35 @@ fn creating_needs_workspace_create_in_the_target_org() {
         assert_eq!(r.status, status, "{}", who.sub);
         if status == 403 {
             assert_eq!(problem_type(&r), "forbidden");
+            assert!(
+                r.json_body()["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains(WORKSPACE_CREATE),
+                "the 403 names the missing permission"
+            );
         }
     }
+    // The backend decides on the permissions the identity carries, whatever the roles were:
+    // a role map that lets members create is followed, one that takes it from admins too.
+    let mut member = user("u-member-creator", &[(ORG, "member")]);
+    member
+        .permissions
+        .get_mut(ORG)
+        .unwrap()
+        .insert(WORKSPACE_CREATE.into());
+    assert_eq!(
+        api.post(&member, "/api/workspaces", &seed_body()).status,
+        201
+    );
+    let mut admin = user("u-admin-reader", &[(ORG, "admin")]);
+    admin
+        .permissions
+        .insert(ORG.into(), [WORKSPACE_READ.to_owned()].into());
+    assert_eq!(
+        api.post(&admin, "/api/workspaces", &seed_body()).status,
+        403
+    );
 }
 
 #[test]
@@ -693,6 +748,161 @@ fn v3_standard_users_need_the_company_to_allow_it() {
         .status,
         403
     );
+}
+
+/// The identity `who` with exactly `perms` in `org`, whatever its roles were.
+fn with_perms(who: &Identity, org: &str, perms: &[&str]) -> Identity {
+    let mut who = who.clone();
+    who.permissions
+        .insert(org.into(), perms.iter().map(|p| (*p).to_owned()).collect());
+    who
+}
+
+#[test]
+fn v3_and_settings_follow_the_permissions_not_the_roles() {
+    let api = Api::new();
+    let body = r#"{"name":"Mine"}"#;
+    let member = user("u-member", &[(ORG, "member")]);
+    // The company does not allow user creation (no settings record): a member with
+    // `workspace:create` bypasses it, one with self-service only is refused, one with
+    // neither is told which permission is missing.
+    let creator = with_perms(
+        &member,
+        ORG,
+        &[WORKSPACE_CREATE, WORKSPACE_CREATE_SELF_SERVICE],
+    );
+    assert_eq!(v3(&api, &creator, "application/json", body).status, 201);
+    let r = v3(&api, &member, "application/json", body);
+    assert_eq!(
+        (r.status, problem_type(&r)),
+        (403, "workspace-creation-disabled".to_owned())
+    );
+    let reader = with_perms(&member, ORG, &[WORKSPACE_READ]);
+    let r = v3(&api, &reader, "application/json", body);
+    assert_eq!((r.status, problem_type(&r)), (403, "forbidden".to_owned()));
+    assert!(r.json_body()["detail"]
+        .as_str()
+        .unwrap()
+        .contains(WORKSPACE_CREATE_SELF_SERVICE));
+    // An admin whose role no longer carries `workspace:create` is a standard user here.
+    let admin = user("u-admin", &[(ORG, "admin")]);
+    let demoted = with_perms(
+        &admin,
+        ORG,
+        &[WORKSPACE_CREATE_SELF_SERVICE, WORKSPACE_READ],
+    );
+    assert_eq!(v3(&api, &demoted, "application/json", body).status, 403);
+
+    // Settings: read with `org:settings:read`, written with `org:settings:write`.
+    let path = format!("/api/orgs/{ORG}/settings");
+    let put = |who: &Identity| {
+        api.as_user(
+            who,
+            ApiRequest::new("PUT", &path)
+                .with_header("content-type", "application/json")
+                .with_body(r#"{"allowUserWorkspaceCreation":true}"#),
+        )
+    };
+    let writer = with_perms(&member, ORG, &[ORG_SETTINGS_WRITE]);
+    assert_eq!(put(&writer).status, 200);
+    let r = put(&with_perms(&admin, ORG, &[ORG_SETTINGS_READ]));
+    assert_eq!(r.status, 403);
+    assert!(r.json_body()["detail"]
+        .as_str()
+        .unwrap()
+        .contains(ORG_SETTINGS_WRITE));
+    assert_eq!(
+        api.get(&writer, &path).status,
+        403,
+        "writing is not reading"
+    );
+    assert_eq!(api.get(&member, &path).status, 200);
+    // Now the company allows it: self-service suffices.
+    assert_eq!(v3(&api, &member, "application/json", body).status, 201);
+    // Reading workspaces needs `workspace:read`, in the list and by ID.
+    let ws = api
+        .post(&owner(), "/api/workspaces", &seed_body())
+        .json_body();
+    let id = ws["data"]["workspaceId"].as_str().unwrap();
+    let no_read = with_perms(&member, ORG, &[WORKSPACE_CREATE_SELF_SERVICE]);
+    assert_eq!(
+        api.get(&no_read, &format!("/api/workspaces/{id}")).status,
+        404
+    );
+    assert_eq!(
+        api.get(&no_read, &format!("/api/workspaces?orgId={ORG}"))
+            .status,
+        403
+    );
+    assert_eq!(api.get(&no_read, "/api/v3/workspaces/1").status, 404);
+    assert_eq!(api.get(&member, "/api/v3/workspaces/1").status, 200);
+}
+
+#[test]
+fn a_v3_retry_may_switch_encoding_or_json_spelling_and_is_replayed() {
+    let api = Api::new();
+    let admin = Identity {
+        company: Some(ORG.into()),
+        ..user("u-admin", &[(ORG, "admin")])
+    };
+    let send = |ct: &str, body: &str, key: &str| {
+        api.as_user(
+            &admin,
+            ApiRequest::new("POST", "/api/v3/workspaces")
+                .with_header("content-type", ct)
+                .with_header("idempotency-key", key)
+                .with_body(body),
+        )
+    };
+    let first = send(
+        "application/json",
+        r#"{"name":"Team","description":"d"}"#,
+        "k-enc",
+    );
+    assert_eq!(
+        (first.status, first.header("idempotent-replayed")),
+        (201, None)
+    );
+    for (ct, body) in [
+        ("application/x-www-form-urlencoded", "name=Team&description=d"),
+        ("multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=description\r\n\r\nd\r\n--b\r\nContent-Disposition: form-data; name=name\r\n\r\nTeam\r\n--b--\r\n"),
+        ("application/json", "{ \"description\": \"d\",\n  \"name\": \"Team\" }"),
+    ] {
+        let again = send(ct, body, "k-enc");
+        assert_eq!(
+            (again.status, again.header("idempotent-replayed")),
+            (201, Some("true")),
+            "{ct}"
+        );
+        assert_eq!(again.json_body(), first.json_body(), "{ct}");
+    }
+    let other = send(
+        "application/x-www-form-urlencoded",
+        "name=Team&description=e",
+        "k-enc",
+    );
+    assert_eq!(
+        (other.status, problem_type(&other)),
+        (422, "idempotency-key-reused".to_owned())
+    );
+    // The key syntax is the edge's: `\` and `,` are refused, as is a repeated header.
+    for bad in ["a\\b", "a,b", "\"a\\b\""] {
+        let r = send("application/json", r#"{"name":"x"}"#, bad);
+        assert_eq!(
+            (r.status, problem_type(&r)),
+            (400, "invalid-idempotency-key".to_owned()),
+            "{bad}"
+        );
+    }
+    let twice = api.as_user(
+        &admin,
+        ApiRequest::new("POST", "/api/v3/workspaces")
+            .with_header("content-type", "application/json")
+            .with_header("idempotency-key", "k-2")
+            .with_header("idempotency-key", "k-2")
+            .with_body(r#"{"name":"x"}"#),
+    );
+    assert_eq!(problem_type(&twice), "invalid-idempotency-key");
 }
 
 #[test]

@@ -1,4 +1,21 @@
-//! The trust boundary between the edge filter and the backend.
+//! The contract both tiers share: the signed identity the edge forwards and the backend
+//! verifies, and every rule the edge filter and the backend must state alike, each in one
+//! module (`docs/contract.md` lists them, and says why there are two idempotency layers):
+//!
+//! | rule | module |
+//! |---|---|
+//! | header names | [`headers`] |
+//! | `X-Request-ID` parsing and normalization | [`request_id`] |
+//! | `Idempotency-Key` syntax, the request fingerprint, what is not replayed | [`idempotency`] |
+//! | body decoding (JSON, form, multipart) the fingerprint and the backend read | [`body`] |
+//! | problem types: slug, status, type URI | [`problem`] |
+//! | permission names, role map → effective permissions | [`permission`] |
+//! | the signed identity, its canonical path | this module, `sign`, `path` |
+//!
+//! Everything here is pure Rust without host calls: it builds for `wasm32-wasip1` (the
+//! filter), `wasm32-wasip2` (the backend) and `wasm32-unknown-unknown` (the policy tests).
+//!
+//! # The signed identity
 //!
 //! The filter verifies the caller's JWT and forwards what it learned as an [`Identity`],
 //! serialized into [`IDENTITY_HEADER`] and authenticated by an HMAC-SHA256 in
@@ -27,25 +44,27 @@
 //! assert_eq!((got.nonce, got.timestamp), (nonce, 1_700_000_000));
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+pub mod body;
+pub mod headers;
+pub mod idempotency;
 mod path;
+pub mod permission;
+pub mod problem;
+pub mod request_id;
 mod sign;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
+pub use headers::{FORWARDED_HEADERS, IDENTITY_HEADER, SIGNATURE_HEADER};
 pub use path::canonical_path;
+pub use permission::Denial;
 pub use sign::{
     SignedHeaders, Signer, Verified, Verifier, VerifyError, DEFAULT_MAX_AGE_SECS, NONCE_LEN,
 };
-
-/// Header carrying the base64url-encoded JSON [`Identity`].
-pub const IDENTITY_HEADER: &str = "x-edge-identity";
-/// Header carrying `t=<unix seconds>,n=<base64url nonce>,v1=<base64url HMAC-SHA256>`.
-pub const SIGNATURE_HEADER: &str = "x-edge-signature";
-/// Every header a client could use to impersonate the gateway. The filter removes them
-/// from incoming requests before it adds its own.
-pub const FORWARDED_HEADERS: [&str; 2] = [IDENTITY_HEADER, SIGNATURE_HEADER];
 /// Shortest key accepted: HMAC-SHA256 keys shorter than the hash add no strength.
 pub const MIN_KEY_LEN: usize = 32;
 
@@ -64,12 +83,13 @@ pub struct Identity {
     /// Whether the issuer verified that e-mail address.
     #[serde(default)]
     pub email_verified: bool,
-    /// Organization ID to the caller's roles in it.
+    /// Organization ID to the caller's effective permissions in it: what the filter's role
+    /// map gives the caller's roles there, plus the token's explicit grants
+    /// ([`permission::RoleMap::effective`]). The caller is a member of exactly the
+    /// organizations listed, with or without permissions. Roles themselves are not
+    /// forwarded: the backend decides on permissions only.
     #[serde(default)]
-    pub orgs: BTreeMap<String, Vec<String>>,
-    /// Permissions granted explicitly by the token, beyond those of the roles.
-    #[serde(default)]
-    pub perms: Vec<String>,
+    pub permissions: BTreeMap<String, BTreeSet<String>>,
     /// The caller's home organization ("company"), when the token names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub company: Option<String>,
@@ -83,14 +103,23 @@ impl Identity {
         format!("{}:{}:{}", self.iss.len(), self.iss, self.sub)
     }
 
-    /// The caller's roles in `org`, empty when not a member.
-    pub fn roles_in(&self, org: &str) -> &[String] {
-        self.orgs.get(org).map(Vec::as_slice).unwrap_or(&[])
-    }
-
     /// Whether the caller is a member of `org`.
     pub fn is_member(&self, org: &str) -> bool {
-        self.orgs.contains_key(org)
+        self.permissions.contains_key(org)
+    }
+
+    /// Whether the caller may use `permission` in `org`: the rule both tiers apply.
+    pub fn may(&self, org: &str, permission: &str) -> Result<(), Denial> {
+        match self.permissions.get(org) {
+            None => Err(Denial::NotMember),
+            Some(perms) if perms.contains(permission) => Ok(()),
+            Some(_) => Err(Denial::MissingPermission),
+        }
+    }
+
+    /// The organizations the caller belongs to, in order.
+    pub fn orgs(&self) -> impl Iterator<Item = &str> {
+        self.permissions.keys().map(String::as_str)
     }
 }
 
@@ -138,6 +167,29 @@ mod tests {
             id("https://a.example", "u-1").principal(),
             id("https://b.example", "u-1").principal()
         );
+    }
+
+    #[test]
+    fn membership_and_permissions_come_from_the_identity_alone() {
+        let mut who = id("i", "u-1");
+        who.permissions
+            .insert("o-1".into(), [permission::WORKSPACE_READ.to_owned()].into());
+        who.permissions.insert("o-2".into(), BTreeSet::new());
+        assert_eq!(who.may("o-1", permission::WORKSPACE_READ), Ok(()));
+        assert_eq!(
+            who.may("o-1", permission::WORKSPACE_CREATE),
+            Err(Denial::MissingPermission)
+        );
+        assert_eq!(
+            who.may("o-2", permission::WORKSPACE_READ),
+            Err(Denial::MissingPermission)
+        );
+        assert_eq!(
+            who.may("o-3", permission::WORKSPACE_READ),
+            Err(Denial::NotMember)
+        );
+        assert!(who.is_member("o-2") && !who.is_member("o-3"));
+        assert_eq!(who.orgs().collect::<Vec<_>>(), ["o-1", "o-2"]);
     }
 
     #[test]

@@ -274,18 +274,17 @@ mod tests {
     };
 
     fn alice() -> Identity {
-        let mut orgs = BTreeMap::new();
-        orgs.insert(
+        let mut permissions = BTreeMap::new();
+        permissions.insert(
             "a1b2c3d4-5678-90ef-1234-567890abcdef".to_owned(),
-            vec!["admin".to_owned()],
+            ["workspace:create".to_owned()].into(),
         );
         Identity {
             iss: "https://idp.example".into(),
             sub: "u-alice".into(),
             email: Some("alice@university.edu".into()),
             email_verified: true,
-            orgs,
-            perms: vec![],
+            permissions,
             company: None,
         }
     }

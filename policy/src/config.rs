@@ -5,10 +5,11 @@
 //! [`ConfigError`] names the offending field so the one log line that refuses the
 //! configuration tells the operator what to fix.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
+use edge_contract::permission::RoleMap;
 use serde::Deserialize;
 
 use crate::jwks::{JwkSet, JwksError};
@@ -56,8 +57,9 @@ pub struct Policy {
     pub issuers: Vec<Issuer>,
     /// The identity-signing key source.
     pub identity_key: KeySource,
-    /// Role name to permissions.
-    pub roles: BTreeMap<String, BTreeSet<String>>,
+    /// Role name to permissions: applied to each verified token, and forwarded to the
+    /// backend as the identity's effective permissions.
+    pub roles: RoleMap,
     /// Compiled routes.
     pub routes: RouteTable,
     /// What happens to unmatched requests.
@@ -249,11 +251,15 @@ impl Policy {
             }
         };
 
-        let roles = raw
-            .roles
-            .into_iter()
-            .map(|(role, perms)| (role, perms.into_iter().collect()))
-            .collect();
+        for (role, perms) in &raw.roles {
+            if role.is_empty() || perms.iter().any(String::is_empty) {
+                return Err(err(
+                    format!("roles.{role}"),
+                    "role and permission names must not be empty",
+                ));
+            }
+        }
+        let roles = RoleMap::new(raw.roles);
 
         let mut routes = Vec::new();
         let mut names = BTreeSet::new();
@@ -270,10 +276,17 @@ impl Policy {
             if r.permission.is_some() != r.org.is_some() {
                 return Err(err(at("permission"), "`permission` and `org` go together"));
             }
-            if let Some(RawOrgSource::BodyField(f) | RawOrgSource::Claim(f)) = &r.org {
-                if f.is_empty() {
+            match &r.org {
+                Some(RawOrgSource::BodyField(f) | RawOrgSource::Claim(f)) if f.is_empty() => {
                     return Err(err(at("org"), "names an empty field"));
                 }
+                Some(RawOrgSource::PathParam(p)) if !path.has_param(p) => {
+                    return Err(err(
+                        at("org.path_param"),
+                        format!("the path has no segment `{{{p}}}`"),
+                    ));
+                }
+                _ => {}
             }
             for (c, cond) in r.conditions.iter().enumerate() {
                 cond.validate()

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use edge_contract::{Request, Signer, FORWARDED_HEADERS};
+use edge_contract::headers::{CONTENT_TYPE, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID};
+use edge_contract::idempotency::{fingerprint, is_replayable, key_of};
+use edge_contract::{request_id, Request, Signer, FORWARDED_HEADERS};
 use serde_json::Value;
 
 use crate::cache::TokenCache;
@@ -16,7 +18,6 @@ use crate::jwt::Verified;
 use crate::permission;
 use crate::problem::{catalogue, Problem, Reply};
 use crate::ratelimit::{self, Limiter};
-use crate::request_id;
 use crate::route::Route;
 use crate::slots::{self, SlotKey, Table};
 
@@ -149,6 +150,8 @@ pub struct Pending {
     route: Option<usize>,
     verified: Option<Verified>,
     idempotency_key: Option<String>,
+    /// The first `Content-Type`, which decides how the body is read for the fingerprint.
+    content_type: Option<String>,
     /// The held idempotency claim, once the body decided.
     pub claim: Option<Claim>,
 }
@@ -268,7 +271,7 @@ impl Worker {
         pending: &mut Pending,
     ) -> Step {
         // The request ID first: every reply below carries it.
-        let decided = match req.text_values(request_id::HEADER) {
+        let decided = match req.text_values(REQUEST_ID) {
             Ok(ids) => request_id::decide(&ids, &mut *host.random),
             Err(()) => Err(request_id::RequestIdError::NotUuid),
         };
@@ -318,12 +321,21 @@ impl Worker {
         };
 
         if let Some(route) = route {
-            if let Some(RawOrgSource::Claim(claim)) = &route.org {
-                let org = verified
-                    .claims
-                    .get(claim)
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+            // An organization known from the headers is decided now; one in the body later.
+            let org = match &route.org {
+                Some(RawOrgSource::Claim(claim)) => Some(
+                    verified
+                        .claims
+                        .get(claim)
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                ),
+                Some(RawOrgSource::PathParam(name)) => {
+                    Some(route.path.param(target.instance, name).unwrap_or(""))
+                }
+                Some(RawOrgSource::BodyField(_)) | None => None,
+            };
+            if let Some(org) = org {
                 if let Err(d) = self.authorize(route, &verified, org) {
                     return pending.reject(catalogue::forbidden(d.reason()));
                 }
@@ -362,17 +374,21 @@ impl Worker {
                 }
             }
             if route.idempotency != IdempotencyMode::Off {
-                // INTERPRETED covers the header, so its values are text here.
-                let values = req.text_values(idempotency::HEADER).unwrap_or_default();
-                match idempotency::parse_key(&values) {
+                // INTERPRETED covers both headers, so their values are text here.
+                let values = req.text_values(IDEMPOTENCY_KEY).unwrap_or_default();
+                match key_of(&values) {
                     Ok(None) if route.idempotency == IdempotencyMode::Required => {
                         return pending.reject(catalogue::bad_idempotency_key(
                             "Idempotency-Key is required on this endpoint",
                         ));
                     }
-                    Ok(key) => pending.idempotency_key = key,
-                    Err(why) => return pending.reject(catalogue::bad_idempotency_key(why)),
+                    Ok(key) => pending.idempotency_key = key.map(str::to_owned),
+                    Err(why) => {
+                        return pending.reject(catalogue::bad_idempotency_key(why.detail()))
+                    }
                 }
+                let content_type = req.text_values(CONTENT_TYPE).unwrap_or_default();
+                pending.content_type = content_type.first().map(|v| (*v).to_owned());
             }
             pending.needs_body = matches!(route.org, Some(RawOrgSource::BodyField(_)))
                 || pending.idempotency_key.is_some();
@@ -386,7 +402,7 @@ impl Worker {
             .chain(FORWARDED_HEADERS)
             .map(str::to_owned)
             .collect();
-        pending.set_headers = vec![(request_id::HEADER.to_owned(), pending.request_id.clone())];
+        pending.set_headers = vec![(REQUEST_ID.to_owned(), pending.request_id.clone())];
         pending.verified = Some(verified);
         pending.reason = "allowed";
         if !pending.needs_body {
@@ -454,7 +470,14 @@ impl Worker {
             }
         }
         if let Some(key) = pending.idempotency_key.clone() {
-            let payload = idempotency::payload_hash(&pending.method, &pending.instance, body);
+            // The contract's fingerprint, as the backend computes it: the decoded payload.
+            let payload = fingerprint(
+                &pending.method,
+                &pending.instance,
+                pending.content_type.as_deref(),
+                body,
+            )
+            .prefix();
             let generation = u64::from_be_bytes(first8((host.random)()));
             let records = Records {
                 store: host.store,
@@ -476,8 +499,8 @@ impl Worker {
                 }
                 Ok(Begin::Replay(stored)) => {
                     let mut headers = stored.headers;
-                    headers.push((request_id::HEADER.into(), pending.request_id.clone()));
-                    headers.push((idempotency::REPLAYED_HEADER.into(), "true".into()));
+                    headers.push((REQUEST_ID.into(), pending.request_id.clone()));
+                    headers.push((IDEMPOTENT_REPLAYED.into(), "true".into()));
                     headers.extend(pending.response_headers.iter().cloned());
                     return Step::Reject(Reply {
                         status: stored.status,
@@ -514,13 +537,14 @@ impl Worker {
 
     /// Headers to add to the upstream response.
     pub fn response_headers(&self, pending: &Pending) -> Vec<(String, String)> {
-        let mut out = vec![(request_id::HEADER.to_owned(), pending.request_id.clone())];
+        let mut out = vec![(REQUEST_ID.to_owned(), pending.request_id.clone())];
         out.extend(pending.response_headers.iter().cloned());
         out
     }
 
-    /// Completes (or, for a 5xx, releases) the request's idempotency claim with the
-    /// upstream response. `None` body: the response was too large or aborted — release.
+    /// Completes the request's idempotency claim with the upstream response when the
+    /// backend would keep it too (a success), releases it otherwise. `None` body: the
+    /// response was too large or aborted — release.
     pub fn finish(
         &self,
         pending: &mut Pending,
@@ -539,11 +563,12 @@ impl Worker {
             key: &self.slot_key,
         };
         match body {
-            // Server errors, gateway-generated ones included (unreachable backend, timeout),
-            // are safe to retry, and so are the backend's own transient answers (its 409
-            // while another replica holds the key, its 429): release the key rather than
-            // replay a temporary state for a day.
-            Some(body) if status < 500 && !idempotency::is_transient(status) => {
+            // Only what the backend keeps: a refusal did not consume the key behind the
+            // gateway, a server error (gateway-generated ones included: unreachable
+            // backend, timeout) is safe to retry, and the backend's 409 or 429 is a passing
+            // state; replaying any of them for a day would answer a retry the backend
+            // would answer afresh.
+            Some(body) if is_replayable(status) => {
                 let headers = headers
                     .iter()
                     .filter(|(n, _)| idempotency::replayable_header(n))
@@ -591,7 +616,6 @@ impl Worker {
             &verified.claims,
             org,
             perm,
-            &self.policy.roles,
             &route.conditions,
         )
     }

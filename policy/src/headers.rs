@@ -6,15 +6,18 @@
 //! adapter reads the serialized map instead and [`decode`] parses it with every length
 //! checked, so a malformed map is refused, never a panic or an out-of-range slice.
 
+use edge_contract::headers::{ACCEPT_LANGUAGE, CONTENT_TYPE, IDEMPOTENCY_KEY, REQUEST_ID};
+
 /// The request headers the gateway or the backend interpret. A value of one of these that is
 /// not ASCII text is refused at the edge (400, or 401 for `authorization`), so no tier
-/// reads it differently; every other header passes untouched, whatever its bytes.
+/// reads it differently; every other header passes untouched, whatever its bytes. (The
+/// backend also reads `content-length`, which Envoy has already checked.)
 pub const INTERPRETED: [&str; 5] = [
-    "x-request-id",
+    REQUEST_ID,
     "authorization",
-    "idempotency-key",
-    "content-type",
-    "accept-language",
+    IDEMPOTENCY_KEY,
+    CONTENT_TYPE,
+    ACCEPT_LANGUAGE,
 ];
 
 /// One header: name and value as bytes.

@@ -1,6 +1,8 @@
 //! Idempotency-Key at the edge (draft-ietf-httpapi-idempotency-key-header): claim a key
 //! while its first request is in flight, replay the stored response to a retry with the
-//! same payload, refuse a different payload.
+//! same payload, refuse a different payload. Which keys are valid and what "the same
+//! payload" means are the contract's ([`edge_contract::idempotency`]), so the backend's
+//! durable layer decides every retry as this one does.
 //!
 //! State lives in a bounded table of shared data ([`crate::slots`], `idempotency.slots`
 //! slots of [`WAYS`] entries, like the rate limiter). Each entry keeps its position for
@@ -13,7 +15,6 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::config::IdempotencySettings;
-use crate::hash::digest;
 use crate::slots::{be_u64, Record, SlotKey, Table, Ways};
 use crate::store::{SharedStore, StoreError};
 
@@ -21,52 +22,6 @@ pub use crate::slots::WAYS;
 
 /// The table's name in shared data.
 pub const TABLE: &str = "idem";
-/// Longest key accepted.
-pub const MAX_KEY_LEN: usize = 255;
-
-/// The header name.
-pub const HEADER: &str = "idempotency-key";
-/// The header on a replayed response.
-pub const REPLAYED_HEADER: &str = "idempotent-replayed";
-
-/// Validates an `Idempotency-Key` value: an RFC 8941 string (quoted, as the draft
-/// specifies) or, for clients that send a bare UUID as the seed's example does, a token of
-/// visible ASCII without quotes or separators.
-pub fn parse_key(values: &[&str]) -> Result<Option<String>, &'static str> {
-    let value = match values {
-        [] => return Ok(None),
-        [one] => one.trim(),
-        _ => return Err("Idempotency-Key must be sent at most once"),
-    };
-    let inner = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-        Some(inner) => inner,
-        None => value,
-    };
-    if inner.is_empty() || inner.len() > MAX_KEY_LEN {
-        return Err("Idempotency-Key must be 1 to 255 characters");
-    }
-    if !inner
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' && b != b',')
-    {
-        return Err("Idempotency-Key must be visible ASCII characters");
-    }
-    Ok(Some(inner.to_owned()))
-}
-
-/// Whether a response only describes a passing state (a conflicting request in flight, a
-/// rate limit), so the key is released for a retry instead of storing it for replay.
-pub fn is_transient(status: u16) -> bool {
-    matches!(status, 409 | 429)
-}
-
-/// What the request's fingerprint is: method, path and body, hashed.
-pub fn payload_hash(method: &str, path: &str, body: &[u8]) -> [u8; 16] {
-    let d = digest(&[method.as_bytes(), path.as_bytes(), body]);
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&d[..16]);
-    out
-}
 
 /// A response kept for replay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,19 +49,20 @@ mod b64 {
 
 /// Response headers not replayed: they describe the original exchange, not the resource.
 pub fn replayable_header(name: &str) -> bool {
+    use edge_contract::headers::{REQUEST_ID, RETRY_AFTER};
     let name = name.to_ascii_lowercase();
     !(name.starts_with(':')
         || name.starts_with("x-envoy")
         || name.starts_with("ratelimit")
         || matches!(
             name.as_str(),
-            "x-request-id"
+            REQUEST_ID
                 | "date"
                 | "server"
                 | "content-length"
                 | "transfer-encoding"
                 | "connection"
-                | "retry-after"
+                | RETRY_AFTER
                 | "set-cookie"
                 | "keep-alive"
         ))
@@ -337,6 +293,11 @@ mod tests {
     use super::*;
     use crate::store::MemoryStore;
 
+    fn payload_hash(method: &str, path: &str, body: &[u8]) -> [u8; 16] {
+        edge_contract::idempotency::fingerprint(method, path, Some("application/json"), body)
+            .prefix()
+    }
+
     const KEY: SlotKey = SlotKey::new([5; 16]);
 
     fn settings() -> IdempotencySettings {
@@ -353,34 +314,6 @@ mod tests {
             status: 201,
             headers: vec![("content-type".into(), "application/json".into())],
             body: b"{\"id\":1}".to_vec(),
-        }
-    }
-
-    #[test]
-    fn keys() {
-        let long = "k".repeat(256);
-        type Case<'a> = (Vec<&'a str>, Result<Option<&'a str>, ()>);
-        let cases: Vec<Case<'_>> = vec![
-            (vec![], Ok(None)),
-            (
-                vec!["\"8e03978e-40d5-43e8-bc93-6894a57f9324\""],
-                Ok(Some("8e03978e-40d5-43e8-bc93-6894a57f9324")),
-            ),
-            (
-                vec!["8e03978e-40d5-43e8-bc93-6894a57f9324"],
-                Ok(Some("8e03978e-40d5-43e8-bc93-6894a57f9324")),
-            ),
-            (vec!["\"\""], Err(())),
-            (vec!["a b"], Err(())),
-            (vec![&long], Err(())),
-            (vec!["a", "b"], Err(())),
-        ];
-        for (values, want) in cases {
-            assert_eq!(
-                parse_key(&values).map_err(|_| ()),
-                want.map(|o| o.map(str::to_owned)),
-                "{values:?}"
-            );
         }
     }
 

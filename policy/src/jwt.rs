@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use edge_contract::permission::RoleMap;
 use edge_contract::Identity;
 use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
 use jwt_compact::{AlgorithmExt, Claims, UntrustedToken};
@@ -161,7 +162,8 @@ impl fmt::Display for TokenError {
 /// A verified token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {
-    /// Who the caller is.
+    /// Who the caller is, with the effective permissions of the token's roles and grants
+    /// per organization: computed once here, cached with the token, forwarded signed.
     pub identity: Identity,
     /// Every claim, for ABAC conditions.
     pub claims: Map<String, Value>,
@@ -187,6 +189,8 @@ pub struct Verifier<'a> {
     pub keys: &'a dyn Fn(usize) -> Option<&'a JwkSet>,
     /// Longest accepted token.
     pub max_token_bytes: usize,
+    /// What each role may do, applied to the token's `orgs` and `perms`.
+    pub roles: &'a RoleMap,
 }
 
 /// Header parameters jwt-compact leaves to the application. Only their presence matters:
@@ -267,7 +271,7 @@ impl<'a> Verifier<'a> {
             }
         }
         let claims = claims.ok_or(TokenError::BadSignature)?;
-        check_claims(config, claims, now)
+        check_claims(config, self.roles, claims, now)
     }
 }
 
@@ -296,7 +300,12 @@ fn check_signature(
     result.ok().map(|t| t.claims().clone())
 }
 
-fn check_claims(config: &Issuer, claims: AnyClaims, now: i64) -> Result<Verified, TokenError> {
+fn check_claims(
+    config: &Issuer,
+    roles: &RoleMap,
+    claims: AnyClaims,
+    now: i64,
+) -> Result<Verified, TokenError> {
     let skew = config.skew_secs;
     let exp = claims.expiration.ok_or(TokenError::NoExpiry)?.timestamp();
     if now > exp.saturating_add(skew) {
@@ -331,7 +340,7 @@ fn check_claims(config: &Issuer, claims: AnyClaims, now: i64) -> Result<Verified
     }
     // The issuer the token was verified against (its `iss` selected `config`), so the
     // backend can tell two issuers' equal `sub`s apart.
-    let identity = identity_from(&config.issuer, &custom)?;
+    let identity = identity_from(&config.issuer, &custom, roles)?;
     let mut all = custom;
     all.insert("exp".into(), Value::from(exp));
     Ok(Verified {
@@ -341,7 +350,11 @@ fn check_claims(config: &Issuer, claims: AnyClaims, now: i64) -> Result<Verified
     })
 }
 
-fn identity_from(iss: &str, c: &Map<String, Value>) -> Result<Identity, TokenError> {
+fn identity_from(
+    iss: &str,
+    c: &Map<String, Value>,
+    roles: &RoleMap,
+) -> Result<Identity, TokenError> {
     let text = |name: &'static str| -> Result<Option<String>, TokenError> {
         match c.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -379,8 +392,7 @@ fn identity_from(iss: &str, c: &Map<String, Value>) -> Result<Identity, TokenErr
         sub,
         email: text("email")?,
         email_verified,
-        orgs,
-        perms,
+        permissions: roles.effective(&orgs, &perms),
         company: text("company")?,
     })
 }

@@ -17,7 +17,6 @@ pub mod jwt;
 pub mod permission;
 pub mod problem;
 pub mod ratelimit;
-pub mod request_id;
 pub mod route;
 pub mod slots;
 pub mod store;

@@ -1,7 +1,6 @@
-//! Who may act on an organization: membership, role→permission map, explicit grants, and
-//! ABAC conditions on claims.
-
-use std::collections::{BTreeMap, BTreeSet};
+//! Who may act on an organization: the permissions the identity carries there (the role
+//! map applied when the token was verified, [`edge_contract::permission`]), and ABAC
+//! conditions on claims.
 
 use edge_contract::Identity;
 use serde::Deserialize;
@@ -83,27 +82,25 @@ impl Denial {
     }
 }
 
-/// Decides whether `identity` may use `permission` in `org`.
+impl From<edge_contract::Denial> for Denial {
+    fn from(d: edge_contract::Denial) -> Self {
+        match d {
+            edge_contract::Denial::NotMember => Self::NotMember,
+            edge_contract::Denial::MissingPermission => Self::MissingPermission,
+        }
+    }
+}
+
+/// Decides whether `identity` may use `permission` in `org`, as the backend decides it
+/// ([`Identity::may`]), and whether the route's conditions hold.
 pub fn authorize(
     identity: &Identity,
     claims: &Map<String, Value>,
     org: &str,
     permission: &str,
-    roles: &BTreeMap<String, BTreeSet<String>>,
     conditions: &[Condition],
 ) -> Result<(), Denial> {
-    if !identity.is_member(org) {
-        return Err(Denial::NotMember);
-    }
-    let by_role = identity.roles_in(org).iter().any(|role| {
-        roles
-            .get(role)
-            .is_some_and(|perms| perms.contains(permission))
-    });
-    let granted = identity.perms.iter().any(|p| p == permission);
-    if !by_role && !granted {
-        return Err(Denial::MissingPermission);
-    }
+    identity.may(org, permission)?;
     check_conditions(claims, conditions)
 }
 

@@ -1,9 +1,12 @@
-//! RFC 9457 problem details: the one place a rejection becomes a response.
+//! RFC 9457 problem details: the one place a rejection becomes a response. The types and
+//! their statuses are the contract's catalogue ([`edge_contract::problem`]), shared with
+//! the backend; the titles and details here are the edge's.
 
+use edge_contract::headers::{REQUEST_ID, RETRY_AFTER};
+use edge_contract::problem::ProblemType;
 use serde::Serialize;
 
-/// Content type of every error the edge answers.
-pub const CONTENT_TYPE: &str = "application/problem+json";
+pub use edge_contract::problem::CONTENT_TYPE;
 
 /// A local reply the filter sends instead of forwarding the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,10 +33,8 @@ pub struct FieldError {
 /// A problem about to be rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// HTTP status.
-    pub status: u16,
-    /// Last part of the type URN, e.g. `invalid-token`.
-    pub slug: &'static str,
+    /// The type and its status.
+    pub kind: ProblemType,
     /// Short human summary, the same for every occurrence of this type.
     pub title: &'static str,
     /// This occurrence.
@@ -63,15 +64,13 @@ struct Body<'a> {
 impl Problem {
     /// A problem without field errors or extra headers.
     pub fn new(
-        status: u16,
-        slug: &'static str,
+        kind: ProblemType,
         title: &'static str,
         reason: &'static str,
         detail: impl Into<String>,
     ) -> Self {
         Self {
-            status,
-            slug,
+            kind,
             title,
             detail: detail.into(),
             reason,
@@ -98,9 +97,9 @@ impl Problem {
     /// Renders for the request at `instance` (its path, without query) with `request_id`.
     pub fn render(self, instance: &str, request_id: &str) -> Reply {
         let body = Body {
-            kind: format!("urn:workspace-api:problem:{}", self.slug),
+            kind: self.kind.type_uri(),
             title: self.title,
-            status: self.status,
+            status: self.kind.status,
             detail: &self.detail,
             instance,
             request_id,
@@ -109,12 +108,12 @@ impl Problem {
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let mut headers = vec![
             ("content-type".to_owned(), CONTENT_TYPE.to_owned()),
-            (crate::request_id::HEADER.to_owned(), request_id.to_owned()),
+            (REQUEST_ID.to_owned(), request_id.to_owned()),
             ("cache-control".to_owned(), "no-store".to_owned()),
         ];
         headers.extend(self.headers);
         Reply {
-            status: self.status,
+            status: self.kind.status,
             headers,
             body,
             reason: self.reason,
@@ -124,26 +123,27 @@ impl Problem {
 
 /// The catalogue of problems the edge answers, one constructor per cause.
 pub mod catalogue {
-    use super::Problem;
+    use edge_contract::headers::{IDEMPOTENCY_KEY, REQUEST_ID};
+    use edge_contract::problem as types;
+
+    use super::{Problem, RETRY_AFTER};
 
     /// 400: the request ID is malformed.
     pub fn bad_request_id(detail: &str) -> Problem {
         Problem::new(
-            400,
-            "invalid-request-id",
+            types::INVALID_REQUEST_ID,
             "Invalid request ID",
             "bad_request_id",
             detail,
         )
-        .with_error("#/headers/x-request-id", detail)
+        .with_error(format!("#/headers/{REQUEST_ID}"), detail)
     }
 
     /// 400 for a request line the edge cannot read as text: a method that is not an
     /// RFC 9110 token, a path with bytes outside visible ASCII.
     pub fn bad_request_target() -> Problem {
         Problem::new(
-            400,
-            "invalid-request",
+            types::INVALID_REQUEST,
             "Invalid request",
             "bad_request_target",
             "the method must be an HTTP token and the path visible ASCII (percent-encode other bytes)",
@@ -158,11 +158,10 @@ pub mod catalogue {
             return bad_authorization(&detail);
         }
         let problem = match name {
-            "x-request-id" => return bad_request_id(&detail),
-            "idempotency-key" => return bad_idempotency_key(&detail),
+            REQUEST_ID => return bad_request_id(&detail),
+            IDEMPOTENCY_KEY => return bad_idempotency_key(&detail),
             _ => Problem::new(
-                400,
-                "invalid-header",
+                types::INVALID_HEADER,
                 "Invalid header",
                 "bad_header",
                 detail.clone(),
@@ -178,8 +177,7 @@ pub mod catalogue {
         methods.sort_unstable();
         methods.dedup();
         Problem::new(
-            405,
-            "method-not-allowed",
+            types::METHOD_NOT_ALLOWED,
             "Method not allowed",
             "method_not_allowed",
             format!("this resource accepts {}", methods.join(", ")),
@@ -190,8 +188,7 @@ pub mod catalogue {
     /// 401 without credentials (RFC 6750 §3.1: no error code when none was sent).
     pub fn missing_token() -> Problem {
         Problem::new(
-            401,
-            "unauthenticated",
+            types::UNAUTHENTICATED,
             "Authentication required",
             "missing_token",
             "send a bearer token in the Authorization header",
@@ -202,8 +199,7 @@ pub mod catalogue {
     /// 401 for a malformed Authorization header (duplicated, other scheme).
     pub fn bad_authorization(detail: &str) -> Problem {
         Problem::new(
-            401,
-            "invalid-token",
+            types::INVALID_TOKEN,
             "Invalid bearer token",
             "bad_authorization",
             detail,
@@ -216,7 +212,7 @@ pub mod catalogue {
 
     /// 401 for a token that failed verification.
     pub fn invalid_token(reason: &'static str, detail: String) -> Problem {
-        Problem::new(401, "invalid-token", "Invalid bearer token", reason, detail).with_header(
+        Problem::new(types::INVALID_TOKEN, "Invalid bearer token", reason, detail).with_header(
             "www-authenticate",
             "Bearer realm=\"workspace-api\", error=\"invalid_token\"",
         )
@@ -225,8 +221,7 @@ pub mod catalogue {
     /// 403, the same whether or not the organization exists.
     pub fn forbidden(reason: &'static str) -> Problem {
         Problem::new(
-            403,
-            "forbidden",
+            types::FORBIDDEN,
             "Forbidden",
             reason,
             "you are not allowed to perform this action on the target organization",
@@ -236,8 +231,7 @@ pub mod catalogue {
     /// 404 for a path no route matches, when unmatched requests are rejected.
     pub fn no_route() -> Problem {
         Problem::new(
-            404,
-            "not-found",
+            types::NOT_FOUND,
             "Not found",
             "no_route",
             "no such resource",
@@ -247,8 +241,7 @@ pub mod catalogue {
     /// 400 for a body that is not valid JSON.
     pub fn invalid_json() -> Problem {
         Problem::new(
-            400,
-            "invalid-body",
+            types::INVALID_BODY,
             "Invalid request body",
             "invalid_json",
             "the request body is not valid JSON",
@@ -258,8 +251,7 @@ pub mod catalogue {
     /// 400 for a missing or non-string organization field.
     pub fn missing_org(field: &str) -> Problem {
         Problem::new(
-            400,
-            "validation-failed",
+            types::VALIDATION_FAILED,
             "Validation failed",
             "missing_org",
             "the request is invalid",
@@ -270,8 +262,7 @@ pub mod catalogue {
     /// 413 beyond the body limit.
     pub fn too_large(limit: usize) -> Problem {
         Problem::new(
-            413,
-            "payload-too-large",
+            types::PAYLOAD_TOO_LARGE,
             "Payload too large",
             "body_too_large",
             format!("the request body exceeds {limit} bytes"),
@@ -281,32 +272,29 @@ pub mod catalogue {
     /// 400 for a missing or malformed Idempotency-Key.
     pub fn bad_idempotency_key(detail: &str) -> Problem {
         Problem::new(
-            400,
-            "invalid-idempotency-key",
+            types::INVALID_IDEMPOTENCY_KEY,
             "Invalid Idempotency-Key",
             "bad_idempotency_key",
             detail,
         )
-        .with_error("#/headers/idempotency-key", detail)
+        .with_error(format!("#/headers/{IDEMPOTENCY_KEY}"), detail)
     }
 
     /// 409 while the first request with this key is in flight.
     pub fn idempotency_in_flight() -> Problem {
         Problem::new(
-            409,
-            "idempotency-key-in-use",
+            types::IDEMPOTENCY_KEY_IN_USE,
             "Request in progress",
             "idempotency_in_flight",
             "a request with this Idempotency-Key is still being processed; retry later",
         )
-        .with_header("retry-after", "1")
+        .with_header(RETRY_AFTER, "1")
     }
 
     /// 422 when a key is reused with another payload.
     pub fn idempotency_mismatch() -> Problem {
         Problem::new(
-            422,
-            "idempotency-key-reused",
+            types::IDEMPOTENCY_KEY_REUSED,
             "Idempotency-Key reused",
             "idempotency_mismatch",
             "this Idempotency-Key was already used with a different request",
@@ -315,19 +303,18 @@ pub mod catalogue {
 
     /// 503 while keys or shared state are unavailable.
     pub fn unavailable(reason: &'static str, detail: &str, retry_after: u64) -> Problem {
-        Problem::new(503, "unavailable", "Service unavailable", reason, detail)
-            .with_header("retry-after", retry_after.to_string())
+        Problem::new(types::UNAVAILABLE, "Service unavailable", reason, detail)
+            .with_header(RETRY_AFTER, retry_after.to_string())
     }
 
     /// 429 with Retry-After.
     pub fn rate_limited(reason: &'static str, retry_after: u64) -> Problem {
         Problem::new(
-            429,
-            "rate-limited",
+            types::RATE_LIMITED,
             "Too many requests",
             reason,
             format!("rate limit exceeded; retry in {retry_after} s"),
         )
-        .with_header("retry-after", retry_after.to_string())
+        .with_header(RETRY_AFTER, retry_after.to_string())
     }
 }

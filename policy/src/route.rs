@@ -14,7 +14,8 @@ pub struct PathPattern {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Literal(String),
-    Param,
+    /// `{name}`: any one non-empty segment.
+    Param(String),
 }
 
 impl PathPattern {
@@ -34,8 +35,12 @@ impl PathPattern {
                     return Err("`*` may only be the last segment".into());
                 }
                 rest = true;
-            } else if part.starts_with('{') && part.ends_with('}') && part.len() > 2 {
-                segments.push(Segment::Param);
+            } else if let Some(name) = part
+                .strip_prefix('{')
+                .and_then(|p| p.strip_suffix('}'))
+                .filter(|n| !n.is_empty())
+            {
+                segments.push(Segment::Param(name.to_owned()));
             } else if part.is_empty() || part.contains(['{', '}', '*', '?', '#']) {
                 return Err(format!("invalid segment {part:?}"));
             } else {
@@ -43,6 +48,22 @@ impl PathPattern {
             }
         }
         Ok(Self { segments, rest })
+    }
+
+    /// Whether the pattern has a `{name}` segment.
+    pub fn has_param(&self, name: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Param(n) if n == name))
+    }
+
+    /// The segment of `path` (which matches) in the place of `{name}`.
+    pub fn param<'p>(&self, path: &'p str, name: &str) -> Option<&'p str> {
+        let at = self
+            .segments
+            .iter()
+            .position(|s| matches!(s, Segment::Param(n) if n == name))?;
+        path.strip_prefix('/')?.split('/').nth(at)
     }
 
     /// Whether `path` (query string already removed) matches.
@@ -66,7 +87,7 @@ impl PathPattern {
             .zip(&parts)
             .all(|(seg, part)| match seg {
                 Segment::Literal(l) => l == part,
-                Segment::Param => !part.is_empty(),
+                Segment::Param(_) => !part.is_empty(),
             })
     }
 }
@@ -142,8 +163,18 @@ mod tests {
                 "{pattern} {path}"
             );
         }
-        for bad in ["api", "/a/*/b", "/a//b", "/a/{"] {
+        for bad in ["api", "/a/*/b", "/a//b", "/a/{", "/a/{}"] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn named_segments() {
+        let p = PathPattern::parse("/api/orgs/{orgId}/settings").unwrap();
+        assert!(p.has_param("orgId") && !p.has_param("id"));
+        assert_eq!(p.param("/api/orgs/o-1/settings", "orgId"), Some("o-1"));
+        assert_eq!(p.param("/api/orgs/o-1/settings", "id"), None);
+        let rest = PathPattern::parse("/{a}/x/{b}/*").unwrap();
+        assert_eq!(rest.param("/1/x/2/3/4", "b"), Some("2"));
     }
 }

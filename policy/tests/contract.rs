@@ -26,15 +26,18 @@ fn config(keys: &Keys) -> Value {
             "issuer": "ed-only", "audiences": ["workspace-api"], "algorithms": ["EdDSA"], "jwks": {"keys": [keys.jwk("ed")]}
         }],
         "identity": {"hmac_key": "0123456789abcdef0123456789abcdef"},
-        "roles": {"owner": ["workspace:create"], "member": ["workspace:read"]},
+        "roles": {"owner": ["workspace:create", "org:settings:write"], "member": ["workspace:read"]},
         "routes": [
             {"name": "create", "method": "POST", "path": "/api/workspaces", "permission": "workspace:create",
              "org": {"body_field": "orgId"}, "rate_limit": {"requests": 100, "per": "60s"}, "idempotency": "optional"},
             {"name": "create-v3", "method": "POST", "path": "/api/v3/workspaces", "permission": "workspace:create",
-             "org": {"claim": "company"}, "conditions": [{"claim": "email_verified", "equals": true}]},
+             "org": {"claim": "company"}, "conditions": [{"claim": "email_verified", "equals": true}],
+             "idempotency": "optional"},
             {"name": "strict", "method": "PUT", "path": "/api/strict", "idempotency": "required",
              "conditions": [{"claim": "email", "email_domain_in": ["university.edu"]}]},
-            {"name": "get", "method": "GET", "path": "/api/workspaces/{id}"}
+            {"name": "get", "method": "GET", "path": "/api/workspaces/{id}"},
+            {"name": "settings", "method": "PUT", "path": "/api/orgs/{orgId}/settings", "permission": "org:settings:write",
+             "org": {"path_param": "orgId"}}
         ],
         "limits": {"unauthenticated": {"requests": 1000, "per": "60s"}, "max_body_bytes": 256}
     })
@@ -119,6 +122,25 @@ impl Fixture {
             edge_policy::jwt::Family::Ed25519 => "ed",
         };
         self.keys.sign(alg, Some(kid), &claims)
+    }
+
+    /// Completes `pending`'s idempotency claim with an upstream answer, as the adapter does.
+    fn finish(
+        &mut self,
+        pending: &mut Pending,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) {
+        let mut random = || [9u8; 16];
+        let host = Host {
+            store: &self.store,
+            now_ms: NOW as u64 * 1000,
+            random: &mut random,
+        };
+        self.worker
+            .finish(pending, status, headers, Some(body), &host)
+            .unwrap();
     }
 
     /// Runs a request through headers and (if needed) body; 200 means forwarded.
@@ -500,7 +522,21 @@ fn request_ids_and_identity_headers() {
         .unwrap()
         .identity;
     assert_eq!((id.iss.as_str(), id.sub.as_str()), ("test-iss", "u-alice"));
-    assert_eq!(id.roles_in(ORG), ["owner"]);
+    // The role map applied at the edge: the backend gets permissions, never role names.
+    assert_eq!(
+        id.permissions[ORG],
+        [
+            "org:settings:write",
+            "workspace:create",
+            "workspace:create:self-service"
+        ]
+        .map(str::to_owned)
+        .into()
+    );
+    assert_eq!(
+        id.permissions["org-2"],
+        ["workspace:read".to_owned()].into()
+    );
 
     let (got, p) = f.run(
         "GET",
@@ -639,6 +675,73 @@ fn permissions_and_bodies() {
         (400, "bad_idempotency_key"),
         "required key"
     );
+    // The organization from the path, decided at the headers: the body is not needed.
+    for (path, status, reason) in [
+        ("/api/orgs/org-1/settings", 200, "allowed"),
+        ("/api/orgs/org-2/settings", 403, "missing_permission"),
+        ("/api/orgs/org-404/settings", 403, "not_member"),
+        ("/api/orgs/ORG-1/settings", 403, "not_member"),
+    ] {
+        let (got, p) = f.run("PUT", path, &[("authorization", &owner)], b"");
+        assert_eq!((got.status, got.reason), (status, reason), "{path}");
+        assert!(!p.needs_body || status != 200, "{path}");
+    }
+}
+
+#[test]
+fn keys_and_fingerprints_are_the_contracts() {
+    let mut f = Fixture::new();
+    let auth = bearer(&f.token(Alg::EdDSA, json!({})));
+    // Key syntax: one rule for both tiers (`edge_contract::idempotency::parse_key`).
+    for (key, status) in [
+        ("k", 200),
+        ("\"k-quoted\"", 200),
+        (" k-spaced ", 200),
+        ("a\\b", 400),
+        ("\"a\\b\"", 400),
+        ("a,b", 400),
+        ("a b", 400),
+        ("\"\"", 400),
+    ] {
+        let h = [("authorization", auth.as_str()), ("idempotency-key", key)];
+        let body = br#"{"orgId":"org-1"}"#;
+        let (got, _) = f.run("POST", "/api/workspaces", &h, body);
+        assert_eq!(got.status, status, "{key:?}: {got:?}");
+    }
+    // Fingerprint: the decoded payload, whatever its encoding or JSON spelling.
+    let first: [(&str, &[u8]); 1] = [("application/json", br#"{"name":"A","description":"d"}"#)];
+    let same: [(&str, &[u8]); 3] = [
+        ("application/x-www-form-urlencoded", b"description=d&name=A"),
+        ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data; name=name\r\n\r\nA\r\n--x\r\nContent-Disposition: form-data; name=description\r\n\r\nd\r\n--x--"),
+        ("application/json; charset=utf-8", b"{ \"description\": \"d\", \"name\": \"A\" }"),
+    ];
+    let send = |f: &mut Fixture, (ct, body): (&str, &[u8])| {
+        let h = [
+            ("authorization", auth.as_str()),
+            ("idempotency-key", "v3-key"),
+            ("content-type", ct),
+        ];
+        f.run("POST", "/api/v3/workspaces", &h, body)
+    };
+    let (got, mut claim) = send(&mut f, first[0]);
+    assert_eq!(got.status, 200);
+    // In flight: every spelling is the same request (409), another payload is not (422).
+    for spelling in same {
+        assert_eq!(send(&mut f, spelling).0.status, 409, "{}", spelling.0);
+    }
+    let other: (&str, &[u8]) = ("application/x-www-form-urlencoded", b"name=A&description=e");
+    assert_eq!(send(&mut f, other).0.reason, "idempotency_mismatch");
+    f.finish(&mut claim, 201, &[], b"{\"id\":1}");
+    for spelling in same {
+        let (got, _) = send(&mut f, spelling);
+        assert_eq!(
+            (got.status, got.reason),
+            (201, "idempotent_replay"),
+            "{}",
+            spelling.0
+        );
+    }
+    assert_eq!(send(&mut f, other).0.status, 422);
 }
 
 #[test]
@@ -725,24 +828,15 @@ fn idempotent_retries_at_the_edge() {
     );
     assert_eq!((got.status, got.reason), (422, "idempotency_mismatch"));
 
-    let mut random = || [9u8; 16];
-    let host = Host {
-        store: &f.store,
-        now_ms: NOW as u64 * 1000,
-        random: &mut random,
-    };
-    f.worker
-        .finish(
-            &mut first,
-            201,
-            &[
-                ("content-type".into(), "application/json".into()),
-                ("date".into(), "x".into()),
-            ],
-            Some(b"{\"id\":1}"),
-            &host,
-        )
-        .unwrap();
+    f.finish(
+        &mut first,
+        201,
+        &[
+            ("content-type".into(), "application/json".into()),
+            ("date".into(), "x".into()),
+        ],
+        b"{\"id\":1}",
+    );
 
     let headers: Vec<(&[u8], &[u8])> = h
         .iter()
@@ -782,15 +876,7 @@ fn idempotent_retries_at_the_edge() {
     // A gateway failure releases the key: the retry is processed anew.
     let h2 = [("authorization", auth.as_str()), ("idempotency-key", "k-2")];
     let (_, mut p2) = f.run("POST", "/api/workspaces", &h2, body);
-    let mut random = || [11u8; 16];
-    let host = Host {
-        store: &f.store,
-        now_ms: NOW as u64 * 1000,
-        random: &mut random,
-    };
-    f.worker
-        .finish(&mut p2, 503, &[], Some(b"upstream connect error"), &host)
-        .unwrap();
+    f.finish(&mut p2, 503, &[], b"upstream connect error");
     let (got, retry) = f.run("POST", "/api/workspaces", &h2, body);
     assert_eq!(got.status, 200);
     assert!(retry.holds_claim(), "the retry holds the key anew");
@@ -835,6 +921,12 @@ fn configs_the_filter_refuses_name_the_field() {
             json!({"limits": {"rate_limit_slots": 0}}),
             "limits.rate_limit_slots",
         ),
+        (
+            json!({"routes": [{"name": "x", "method": "PUT", "path": "/a/{id}", "permission": "p",
+                              "org": {"path_param": "orgId"}}]}),
+            "routes[0].org.path_param",
+        ),
+        (json!({"roles": {"owner": [""]}}), "roles.owner"),
     ];
     for (patch, field) in cases {
         let mut cfg = base.clone();
@@ -1053,24 +1145,19 @@ fn tokens_with_critical_extensions_are_refused() {
     assert_eq!((got.status, got.reason), (401, "crit_not_understood"));
 }
 
+/// The backend keeps only its successes for replay, so the edge does too: a refusal (the
+/// backend did not consume the key), a server error and a passing state (the backend's 409
+/// while another replica holds the key, its 429) release the edge's claim.
 #[test]
-fn a_transient_backend_answer_releases_the_key() {
+fn a_backend_answer_it_does_not_keep_releases_the_key() {
     let mut f = Fixture::new();
     let auth = bearer(&f.token(Alg::EdDSA, json!({})));
     let body = br#"{"orgId":"org-1","name":"a"}"#;
-    for status in [409, 429] {
+    for status in [400, 403, 404, 409, 415, 422, 429, 500, 503] {
         let key = format!("k-{status}");
         let h = [("authorization", auth.as_str()), ("idempotency-key", &key)];
         let (_, mut p) = f.run("POST", "/api/workspaces", &h, body);
-        let mut random = || [12u8; 16];
-        let host = Host {
-            store: &f.store,
-            now_ms: NOW as u64 * 1000,
-            random: &mut random,
-        };
-        f.worker
-            .finish(&mut p, status, &[], Some(b"{}"), &host)
-            .unwrap();
+        f.finish(&mut p, status, &[], b"{}");
         let (got, retry) = f.run("POST", "/api/workspaces", &h, body);
         assert_eq!(got.status, 200, "after a {status}");
         assert!(

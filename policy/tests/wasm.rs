@@ -11,13 +11,14 @@
 
 use std::sync::Arc;
 
+use edge_contract::request_id;
 use edge_policy::idempotency::{self, Begin, Records};
 use edge_policy::jwt::Alg;
 use edge_policy::ratelimit::{self, Bucket, Limiter};
 use edge_policy::slots::{SlotKey, Table};
 use edge_policy::store::MemoryStore;
 use edge_policy::testkit::{self, Keys};
-use edge_policy::{request_id, Host, Pending, Policy, RequestHead, Step, Worker};
+use edge_policy::{Host, Pending, Policy, RequestHead, Step, Worker};
 use serde_json::json;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test;
@@ -184,7 +185,9 @@ fn token_buckets_and_idempotency_records() {
         settings: &settings,
         key: &key,
     };
-    let p = idempotency::payload_hash("POST", "/x", b"{}");
+    // The contract's fingerprint (JSON decoding included) runs here too.
+    let p = edge_contract::idempotency::fingerprint("POST", "/x", Some("application/json"), b"{}")
+        .prefix();
     let Begin::Proceed(claim) = r.begin("u", "k", p, 0, 1).unwrap() else {
         panic!("first")
     };

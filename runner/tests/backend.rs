@@ -152,8 +152,14 @@ fn signed(method: &str, path: &str, request_id: &str, body: &[u8]) -> [(String, 
         sub: "u-runner-test".into(),
         email: Some("runner@example.com".into()),
         email_verified: true,
-        orgs: [(ORG.to_string(), vec!["owner".to_string()])].into(),
-        perms: vec!["workspace:create".into()],
+        // What the gateway forwards for an owner: creates, and reads back.
+        permissions: [(
+            ORG.to_string(),
+            ["workspace:create", "workspace:read"]
+                .map(str::to_owned)
+                .into(),
+        )]
+        .into(),
         company: Some(ORG.into()),
     };
     let now = SystemTime::now()

@@ -230,7 +230,7 @@ fn a_request_in_flight_gets_409() {
     );
     assert_eq!(
         (r.status, problem(&r), r.header("retry-after")),
-        (409, "idempotency-request-in-progress".into(), Some("1"))
+        (409, "idempotency-key-in-use".into(), Some("1"))
     );
 }
 

@@ -15,6 +15,7 @@ mod backend_crash;
 mod backend_gateway;
 mod backend_openapi;
 mod bench_smoke;
+mod contract_tiers;
 mod filter_attacks;
 mod filter_config;
 mod filter_env;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use e2e::{send, Response, Stack, StackOptions};
+use edge_contract::permission::RoleMap;
 use edge_contract::{Identity, Signer, IDENTITY_HEADER, SIGNATURE_HEADER};
 
 /// The seed's organization.
@@ -22,8 +23,15 @@ pub fn backend() -> Stack {
     })
 }
 
-/// An identity with one role in each of `orgs`, from the dev issuer (so the same user as
-/// a dev token for `sub` through the gateway).
+/// The role map of the filter configuration `envoy/envoy.yaml` ships.
+pub fn shipped_roles() -> RoleMap {
+    let roles: BTreeMap<String, Vec<String>> =
+        serde_json::from_value(e2e::shipped_filter_config()["roles"].clone()).unwrap();
+    RoleMap::new(roles)
+}
+
+/// The identity the gateway forwards for a dev token of `sub` with one role in each of
+/// `orgs`: the shipped role map applied, as the edge applies it.
 pub fn user(sub: &str, orgs: &[(&str, &str)]) -> Identity {
     let mut map = BTreeMap::new();
     for (org, role) in orgs {
@@ -32,7 +40,7 @@ pub fn user(sub: &str, orgs: &[(&str, &str)]) -> Identity {
     Identity {
         iss: e2e::DEV_ISSUER.into(),
         sub: sub.into(),
-        orgs: map,
+        permissions: shipped_roles().effective(&map, &[]),
         ..Identity::default()
     }
 }

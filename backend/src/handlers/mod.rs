@@ -4,50 +4,38 @@ pub mod orgs;
 pub mod v3;
 pub mod workspaces;
 
-use edge_contract::Identity;
+use edge_contract::headers::{CONTENT_TYPE, IDEMPOTENCY_KEY};
+use edge_contract::idempotency::{fingerprint, is_replayable, key_of};
 
 use crate::app::Ctx;
 use crate::http::ApiResponse;
 use crate::idempotency::{self, Outcome, Resource};
 use crate::problem::{Kind, Problem};
 
-/// Permission needed to create workspaces in an organization.
-pub const CREATE_PERMISSION: &str = "workspace:create";
-
-/// Whether the caller administers `org` (role `admin` or `owner`).
-pub fn is_admin(identity: &Identity, org: &str) -> bool {
-    identity
-        .roles_in(org)
-        .iter()
-        .any(|r| r == "admin" || r == "owner")
+/// The caller may use `permission` in `org`, as the signed identity says (the filter's role
+/// map, applied at the edge); otherwise 403 naming the permission. Never a role name.
+pub fn require(ctx: &Ctx<'_>, org: &str, permission: &str) -> Result<(), Problem> {
+    ctx.identity
+        .may(org, permission)
+        .map_err(|_| Problem::with_arg(Kind::Forbidden, permission))
 }
 
-/// Whether the caller may create workspaces in `org`: an administrator, or a member whose
-/// token grants [`CREATE_PERMISSION`] explicitly.
-pub fn can_create(identity: &Identity, org: &str) -> bool {
-    is_admin(identity, org)
-        || (identity.is_member(org) && identity.perms.iter().any(|p| p == CREATE_PERMISSION))
-}
-
-/// The request's idempotency key, if it sent one; 400 when malformed.
+/// The request's idempotency key, if it sent one; 400 when repeated or malformed.
 pub fn idempotency_key<'a>(ctx: &'a Ctx<'_>) -> Result<Option<&'a str>, Problem> {
-    match ctx.req.header("idempotency-key") {
-        None => Ok(None),
-        Some(raw) => idempotency::parse_key(raw)
-            .map(Some)
-            .ok_or(Problem::new(Kind::InvalidIdempotencyKey)),
-    }
+    let values = ctx.req.header_values(IDEMPOTENCY_KEY);
+    key_of(&values.unwrap_or_default()).map_err(|_| Problem::new(Kind::InvalidIdempotencyKey))
 }
 
 /// Runs `create` at most once per (caller, idempotency key): replays a completed response,
-/// refuses a concurrent or different reuse, releases the key when `create` fails. `new_id`
-/// draws the ID of what `create` makes; a request that takes over the claim of one that
-/// died holding it gets that request's ID instead, marked [`Resource::resumed`], and
-/// `create` must then finish what may already be stored under it rather than make another.
+/// refuses a concurrent or different reuse, releases the key when `create` fails. The
+/// request's fingerprint is the contract's, over its decoded payload, as the edge computes
+/// it: a retry in another encoding is a replay at both tiers. `new_id` draws the ID of what
+/// `create` makes; a request that takes over the claim of one that died holding it gets
+/// that request's ID instead, marked [`Resource::resumed`], and `create` must then finish
+/// what may already be stored under it rather than make another.
 pub fn once(
     ctx: &Ctx<'_>,
     key: Option<&str>,
-    payload: &serde_json::Value,
     mut new_id: impl FnMut() -> Result<String, Problem>,
     create: impl FnOnce(Resource) -> Result<ApiResponse, Problem>,
 ) -> Result<ApiResponse, Problem> {
@@ -58,12 +46,13 @@ pub fn once(
         });
     };
     let kv = ctx.env.kv;
-    let fingerprint = idempotency::fingerprint(&ctx.req.method, &ctx.req.path, payload);
+    let req = ctx.req;
+    let fingerprint = fingerprint(&req.method, &req.path, req.header(CONTENT_TYPE), &req.body);
     let claim = match idempotency::begin(
         kv,
         &ctx.identity.principal(),
         key,
-        &fingerprint,
+        &fingerprint.to_hex(),
         ctx.env.now.timestamp(),
         &mut new_id,
     )? {
@@ -71,7 +60,7 @@ pub fn once(
         Outcome::Proceed(claim) => claim,
     };
     match create(claim.resource().clone()) {
-        Ok(response) => {
+        Ok(response) if is_replayable(response.status) => {
             if let Err(e) = idempotency::complete(kv, claim, &response) {
                 // The workspace is stored; only the replay record is missing, and the
                 // pending claim times out. Report the create as done.
@@ -79,9 +68,9 @@ pub fn once(
             }
             Ok(response)
         }
-        Err(problem) => {
+        outcome => {
             idempotency::release(kv, claim);
-            Err(problem)
+            outcome
         }
     }
 }

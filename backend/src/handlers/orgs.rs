@@ -1,10 +1,11 @@
 //! `/api/orgs/{orgId}/settings`: the organization's backend settings.
 
+use edge_contract::permission::{ORG_SETTINGS_READ, ORG_SETTINGS_WRITE};
 use serde_json::{json, Value};
 
 use crate::app::Ctx;
 use crate::body;
-use crate::handlers::is_admin;
+use crate::handlers::require;
 use crate::http::ApiResponse;
 use crate::model::OrgSettings;
 use crate::problem::{Expected, FieldError, Kind, Problem, Reason};
@@ -24,22 +25,18 @@ fn org_id(raw: &str) -> Result<String, Problem> {
     check_uuid(raw).ok_or(Problem::new(Kind::NotFound))
 }
 
-/// `GET`: to members of the organization.
+/// `GET`: to whoever may read the organization's settings.
 pub fn get_settings(ctx: &Ctx<'_>, org: &str) -> Result<ApiResponse, Problem> {
     let org = org_id(org)?;
-    if !ctx.identity.is_member(&org) {
-        return Err(Problem::with_arg(Kind::Forbidden, "org:read"));
-    }
+    require(ctx, &org, ORG_SETTINGS_READ)?;
     Ok(response(&org, &repo::get_org_settings(ctx.env.kv, &org)?))
 }
 
-/// `PUT`: replaces the settings; organization administrators only.
+/// `PUT`: replaces the settings, for whoever may write them.
 /// Body: `{"allowUserWorkspaceCreation": bool, "subscriptionId": string|null}`.
 pub fn put_settings(ctx: &Ctx<'_>, org: &str) -> Result<ApiResponse, Problem> {
     let org = org_id(org)?;
-    if !is_admin(&ctx.identity, &org) {
-        return Err(Problem::with_arg(Kind::Forbidden, "org:admin"));
-    }
+    require(ctx, &org, ORG_SETTINGS_WRITE)?;
     let payload = body::json(ctx.req)?;
     let Some(obj) = payload.as_object() else {
         return Err(Problem::invalid(

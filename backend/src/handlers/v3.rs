@@ -1,10 +1,11 @@
 //! `/api/v3/workspaces`: company workspaces (seed 000).
 
-use serde_json::{json, Map, Value};
+use edge_contract::permission::{WORKSPACE_CREATE, WORKSPACE_CREATE_SELF_SERVICE, WORKSPACE_READ};
+use serde_json::{Map, Value};
 
 use crate::app::Ctx;
 use crate::body;
-use crate::handlers::{idempotency_key, is_admin, once};
+use crate::handlers::{idempotency_key, once, require};
 use crate::http::ApiResponse;
 use crate::model::{Membership, V3Workspace};
 use crate::problem::{Expected, FieldError, Kind, Problem, Reason};
@@ -17,9 +18,9 @@ fn company(ctx: &Ctx<'_>) -> Result<String, Problem> {
     if let Some(company) = &ctx.identity.company {
         return Ok(company.clone());
     }
-    let mut orgs = ctx.identity.orgs.keys();
+    let mut orgs = ctx.identity.orgs();
     match (orgs.next(), orgs.next()) {
-        (Some(only), None) => Ok(only.clone()),
+        (Some(only), None) => Ok(only.to_owned()),
         (Some(_), Some(_)) => Err(Problem::new(Kind::CompanyRequired)),
         (None, _) => Err(Problem::new(Kind::CreationDisabled)),
     }
@@ -69,22 +70,32 @@ fn validate(fields: &Map<String, Value>) -> Result<(String, String), Problem> {
     }
 }
 
+/// Whether the caller may create a v3 workspace in `company`: with `workspace:create`
+/// always; with `workspace:create:self-service` where the company allows user creation
+/// (403 `workspace-creation-disabled` otherwise); with neither, 403 naming the second.
+fn may_create(ctx: &Ctx<'_>, company: &str) -> Result<(), Problem> {
+    if ctx.identity.may(company, WORKSPACE_CREATE).is_ok() {
+        return Ok(());
+    }
+    require(ctx, company, WORKSPACE_CREATE_SELF_SERVICE)?;
+    if repo::get_org_settings(ctx.env.kv, company)?.allow_user_workspace_creation {
+        Ok(())
+    } else {
+        Err(Problem::new(Kind::CreationDisabled))
+    }
+}
+
 /// `POST /api/v3/workspaces`.
 pub fn create(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
     let key = idempotency_key(ctx)?;
     let fields = body::v3_fields(ctx.req)?;
     let (name, description) = validate(&fields)?;
     let company = company(ctx)?;
+    may_create(ctx, &company)?;
     let kv = ctx.env.kv;
-    if !is_admin(&ctx.identity, &company)
-        && !repo::get_org_settings(kv, &company)?.allow_user_workspace_creation
-    {
-        return Err(Problem::new(Kind::CreationDisabled));
-    }
     // The fingerprint covers the decoded fields, so a retry may use another encoding.
-    let payload = json!({"company": company, "name": name, "description": description});
     let new_id = || Ok(repo::next_v3_id(kv)?.to_string());
-    once(ctx, key, &payload, new_id, |resource| {
+    once(ctx, key, new_id, |resource| {
         let id: i64 = resource
             .id
             .parse()
@@ -122,15 +133,13 @@ pub fn create(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
     })
 }
 
-/// `GET /api/v3/workspaces/{id}`: to members of its company; 404 to anyone else.
+/// `GET /api/v3/workspaces/{id}`: to whoever may read its company's workspaces; 404 to
+/// anyone else.
 pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<ApiResponse, Problem> {
     let id: i64 = id.parse().map_err(|_| Problem::new(Kind::NotFound))?;
     let kv = ctx.env.kv;
     match repo::get_v3(kv, id)? {
-        Some(ws)
-            if ctx.identity.is_member(&ws.company)
-                || ctx.identity.company.as_deref() == Some(&ws.company) =>
-        {
+        Some(ws) if ctx.identity.may(&ws.company, WORKSPACE_READ).is_ok() => {
             let role = repo::get_v3_membership(kv, id, &ctx.identity.principal())?
                 .map_or_else(|| "MEMBER".to_owned(), |m| m.role);
             Ok(ApiResponse::json(200, &ws.details(&role)))

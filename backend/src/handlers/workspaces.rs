@@ -1,10 +1,11 @@
 //! `/api/workspaces`: organization workspaces (seed 004).
 
+use edge_contract::permission::{WORKSPACE_CREATE, WORKSPACE_READ};
 use serde_json::json;
 
 use crate::app::Ctx;
 use crate::body;
-use crate::handlers::{can_create, idempotency_key, once, CREATE_PERMISSION};
+use crate::handlers::{idempotency_key, once, require};
 use crate::http::ApiResponse;
 use crate::model::{Membership, Settings, Workspace};
 use crate::problem::{Expected, FieldError, Kind, Problem, Reason};
@@ -21,12 +22,10 @@ pub fn create(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
     let payload = body::json(ctx.req)?;
     let new = validate::new_workspace(&payload)
         .map_err(|errors| Problem::invalid(Kind::ValidationFailed, errors))?;
-    if !can_create(&ctx.identity, &new.org_id) {
-        return Err(Problem::with_arg(Kind::Forbidden, CREATE_PERMISSION));
-    }
+    require(ctx, &new.org_id, WORKSPACE_CREATE)?;
     let kv = ctx.env.kv;
     let new_id = || Ok(format!("w-{}", (ctx.env.new_uuid)().hyphenated()));
-    once(ctx, key, &payload, new_id, |resource| {
+    once(ctx, key, new_id, |resource| {
         let now = ctx.env.timestamp();
         let workspace_id = resource.id;
         let owner = Membership {
@@ -93,11 +92,11 @@ fn new_workspace(
     })
 }
 
-/// `GET /api/workspaces/{workspaceId}`: to members of its organization; 404 to anyone else,
-/// so IDs cannot be probed.
+/// `GET /api/workspaces/{workspaceId}`: to whoever may read its organization's workspaces;
+/// 404 to anyone else, so IDs cannot be probed.
 pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<ApiResponse, Problem> {
     match repo::get_workspace(ctx.env.kv, id)? {
-        Some(ws) if ctx.identity.is_member(&ws.org_id) => {
+        Some(ws) if ctx.identity.may(&ws.org_id, WORKSPACE_READ).is_ok() => {
             Ok(ApiResponse::json(200, &json!({"data": ws})))
         }
         _ => Err(Problem::new(Kind::NotFound)),
@@ -105,7 +104,7 @@ pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<ApiResponse, Problem> {
 }
 
 /// `GET /api/workspaces?orgId=…[&limit=…][&cursor=…]`: the organization's workspaces in
-/// creation order, to its members.
+/// creation order, to whoever may read them.
 pub fn list(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
     let mut errors = Vec::new();
     let (mut org, mut limit, mut from) = (None, DEFAULT_PAGE, 1_i64);
@@ -141,9 +140,7 @@ pub fn list(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
         Some(org) if errors.is_empty() => org,
         _ => return Err(Problem::invalid(Kind::InvalidQuery, errors)),
     };
-    if !ctx.identity.is_member(&org) {
-        return Err(Problem::with_arg(Kind::Forbidden, "workspace:read"));
-    }
+    require(ctx, &org, WORKSPACE_READ)?;
     let (items, next) = repo::list_workspaces(ctx.env.kv, &org, from, limit)?;
     Ok(ApiResponse::json(
         200,

@@ -166,6 +166,9 @@ pub enum RawOrgSource {
     BodyField(String),
     /// A string claim of the token.
     Claim(String),
+    /// A `{name}` segment of the route's path, e.g. `orgId` in `/api/orgs/{orgId}/settings`:
+    /// decided at the request's headers, compared as sent (no decoding or case folding).
+    PathParam(String),
 }
 
 /// A token bucket: `requests` per `per`, refilled continuously.

@@ -56,6 +56,7 @@ impl Worker {
                 issuers: &policy.issuers,
                 keys: &lookup,
                 max_token_bytes: policy.limits.max_token_bytes,
+                roles: &policy.roles,
             };
             match verifier.peek(token) {
                 Ok(p) => verifier

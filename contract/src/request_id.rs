@@ -1,10 +1,13 @@
-//! `X-Request-ID`: keep a valid client UUID (normalized), generate one when absent, refuse
-//! anything else.
+//! `X-Request-ID` ([`crate::headers::REQUEST_ID`]): keep a valid client UUID, in one
+//! canonical form, generate one when absent, refuse anything else.
+//!
+//! The edge answers a refused ID with 400 `invalid-request-id`; the backend, which is reached
+//! through the edge and so only sees IDs the edge normalized (or, called directly, anything),
+//! answers with a fresh ID instead. Both read the header with [`decide`], so an ID either
+//! keeps is the same string at both.
 
 use uuid::Uuid;
 
-/// The header name.
-pub const HEADER: &str = "x-request-id";
 /// Longest value looked at; a URN-form UUID is 45 characters.
 pub const MAX_LEN: usize = 64;
 
