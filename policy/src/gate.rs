@@ -8,7 +8,7 @@ use edge_contract::{Request, Signer, FORWARDED_HEADERS};
 use serde_json::Value;
 
 use crate::cache::TokenCache;
-use crate::config::{IdempotencyMode, Policy, RawOrgSource, Unmatched};
+use crate::config::{IdempotencyMode, OrgSource, Policy, Unmatched};
 use crate::headers::{self, Pair};
 use crate::idempotency::{self, Begin, Claim, Records, StoredResponse};
 use crate::jwks::JwkSet;
@@ -142,8 +142,6 @@ pub struct Pending {
     pub response_headers: Vec<(String, String)>,
     /// Whether the body must be read before forwarding.
     pub needs_body: bool,
-    /// Stats reason of the decision so far.
-    pub reason: &'static str,
     method: String,
     path: String,
     route: Option<usize>,
@@ -163,11 +161,6 @@ impl Pending {
 
     fn reject(&self, problem: Problem) -> Step {
         Step::Reject(self.reply(problem))
-    }
-
-    /// The subject, when authenticated.
-    pub fn subject(&self) -> Option<&str> {
-        self.verified.as_ref().map(|v| v.identity.sub.as_str())
     }
 
     /// Whether the response must be captured to complete an idempotency claim.
@@ -318,7 +311,7 @@ impl Worker {
         };
 
         if let Some(route) = route {
-            if let Some(RawOrgSource::Claim(claim)) = &route.org {
+            if let Some(OrgSource::Claim(claim)) = &route.org {
                 let org = verified
                     .claims
                     .get(claim)
@@ -374,7 +367,7 @@ impl Worker {
                     Err(why) => return pending.reject(catalogue::bad_idempotency_key(why)),
                 }
             }
-            pending.needs_body = matches!(route.org, Some(RawOrgSource::BodyField(_)))
+            pending.needs_body = matches!(route.org, Some(OrgSource::BodyField(_)))
                 || pending.idempotency_key.is_some();
         }
         // The signed identity covers the body, so a request with one is signed once it is read.
@@ -388,7 +381,6 @@ impl Worker {
             .collect();
         pending.set_headers = vec![(request_id::HEADER.to_owned(), pending.request_id.clone())];
         pending.verified = Some(verified);
-        pending.reason = "allowed";
         if !pending.needs_body {
             self.sign(pending, &[], host);
         }
@@ -438,7 +430,7 @@ impl Worker {
         let Some(verified) = pending.verified.as_ref() else {
             return Step::Forward;
         };
-        if let Some(RawOrgSource::BodyField(field)) = &route.org {
+        if let Some(OrgSource::BodyField(field)) = &route.org {
             let Ok(json) = serde_json::from_slice::<Value>(body) else {
                 return pending.reject(catalogue::invalid_json());
             };
