@@ -1,11 +1,15 @@
 //! The host services `edge_policy` needs, over [`crate::abi`]: every host error handled,
-//! every value read as bytes.
+//! every value read as bytes. [`decide`] is the one place that builds the host view of a
+//! decision; [`KeyCalls`] starts key fetches.
 
 use edge_policy::headers::{self, Pair};
+use edge_policy::keyfetch::{Fetch, KeyServer};
 use edge_policy::problem::Reply;
 use edge_policy::store::{SharedStore, StoreError};
+use edge_policy::Host;
 
 use crate::abi::{self, Map};
+use crate::metrics::Metrics;
 
 /// Proxy-wasm shared data: one map per VM id, shared by every worker thread.
 pub struct EnvoyStore;
@@ -22,6 +26,16 @@ impl SharedStore for EnvoyStore {
             Err(status) => Err(StoreError::Host(format!("set_shared_data: {status:?}"))),
         }
     }
+}
+
+/// Runs `f` with the host view of one decision: the shared store, Envoy's clock, randomness.
+pub fn decide<R>(f: impl FnOnce(&mut Host<'_>) -> R) -> R {
+    let mut random = random16;
+    f(&mut Host {
+        store: &EnvoyStore,
+        now_ms: now_ms(),
+        random: &mut random,
+    })
 }
 
 /// Envoy's clock in unix milliseconds; 0 if the host cannot tell (every token then looks
@@ -90,6 +104,41 @@ pub fn send_reply(reply: &Reply, request_id: &str) {
         log(
             Level::Error,
             &format!("request_id={request_id} cannot send local reply: {status:?}"),
+        );
+    }
+}
+
+/// Starts key fetches as HTTP calls through Envoy clusters, and reports the failed ones.
+pub struct KeyCalls<'a>(pub &'a mut Metrics);
+
+impl KeyServer for KeyCalls<'_> {
+    fn start(&mut self, fetch: &Fetch<'_>) -> Option<u32> {
+        // The SDK's call, not `abi`: its dispatcher must record the token to route the
+        // answer back (it panics on a token it does not know). Envoy answers only Ok,
+        // BadArgument or InternalFailure here, which the SDK returns as errors.
+        match proxy_wasm::hostcalls::dispatch_http_call(
+            fetch.cluster,
+            fetch.headers.to_vec(),
+            None,
+            vec![],
+            fetch.timeout,
+        ) {
+            Ok(token) => Some(token),
+            Err(status) => {
+                self.failed(fetch.issuer, &format!("could not start: {status:?}"));
+                None
+            }
+        }
+    }
+}
+
+impl KeyCalls<'_> {
+    /// Counts a failed key fetch and logs why.
+    pub fn failed(&mut self, issuer: usize, why: &str) {
+        self.0.count("jwks_fetch.failed");
+        log(
+            Level::Warn,
+            &format!("jwks fetch for issuer #{issuer} {why}"),
         );
     }
 }

@@ -1,16 +1,23 @@
 //! The proxy-wasm adapter from Envoy callbacks to [`edge_policy::Worker`].
 //!
-//! Contexts come in pairs: [`root::FilterRoot`] (one per worker VM: configuration, key
-//! fetching, timers) makes [`http::FilterHttp`] (one per request). Everything they decide
-//! is decided by `edge_policy`; this crate only moves bytes between Envoy and it.
+//! Contexts come in pairs: [`root::FilterRoot`] (one per worker VM: configuration, timer)
+//! makes [`http::FilterHttp`] (one per request). Everything they decide is decided by
+//! `edge_policy`; this crate only moves bytes between Envoy and it. Its modules depend on
+//! one another in one direction only:
+//!
+//! ```text
+//! abi ← metrics ← host ← vm ← request ← keys ← http ← root
+//! ```
 
 mod abi;
 mod host;
 mod http;
 mod keys;
 mod metrics;
+mod request;
 mod root;
 mod trap;
+mod vm;
 
 use proxy_wasm::types::LogLevel;
 
@@ -20,5 +27,5 @@ proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
         let _ = abi::log(5, &format!("edge filter panicked: {info}"));
     }));
-    proxy_wasm::set_root_context(|context_id| Box::new(root::FilterRoot::new(context_id)));
+    proxy_wasm::set_root_context(|_| Box::<root::FilterRoot>::default());
 }}

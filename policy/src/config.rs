@@ -1,24 +1,27 @@
-//! The filter's JSON configuration: the raw serde form (every struct refuses unknown
-//! fields) and its validation into a ready-to-use [`Policy`].
+//! The filter's JSON configuration: the raw serde form (`raw`: every struct refuses unknown
+//! fields, every default is there) and its validation into a ready-to-use [`Policy`], one
+//! function per section (`issuer` for `issuers`).
 //!
 //! Validation happens once, when Envoy hands the configuration to the filter; a
 //! [`ConfigError`] names the offending field so the one log line that refuses the
 //! configuration tells the operator what to fix.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
 use edge_contract::permission::RoleMap;
 use serde::Deserialize;
 
-use crate::jwks::{JwkSet, JwksError};
-use crate::jwt::Alg;
-use crate::route::{PathPattern, RouteTable};
+use crate::duration;
+use crate::ratelimit::Bucket;
+use crate::route::{PathPattern, Route, RouteTable};
 
+mod issuer;
 mod raw;
+pub use issuer::{Issuer, RemoteJwks};
 pub use raw::{
-    IdempotencyMode, RawConfig, RawIdempotency, RawIdentity, RawIssuer, RawLimits, RawOrgSource,
+    IdempotencyMode, OrgSource, RawConfig, RawIdempotency, RawIdentity, RawIssuer, RawLimits,
     RawRateLimit, RawRemoteJwks, RawRoute, Unmatched,
 };
 
@@ -50,15 +53,15 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// A validated configuration, ready for the request path.
+/// A validated configuration, ready for the request path: every section checked, every
+/// default applied and every duration converted, once, before the first request.
 #[derive(Debug)]
 pub struct Policy {
     /// Trusted issuers, looked up by `iss`.
     pub issuers: Vec<Issuer>,
     /// The identity-signing key source.
     pub identity_key: KeySource,
-    /// Role name to permissions: applied to each verified token, and forwarded to the
-    /// backend as the identity's effective permissions.
+    /// Role name to permissions.
     pub roles: RoleMap,
     /// Compiled routes.
     pub routes: RouteTable,
@@ -73,25 +76,6 @@ pub struct Policy {
     pub generation: String,
 }
 
-/// A trusted issuer, validated.
-#[derive(Debug)]
-pub struct Issuer {
-    /// `iss`.
-    pub issuer: String,
-    /// Accepted audiences.
-    pub audiences: BTreeSet<String>,
-    /// Allowed algorithms.
-    pub algorithms: BTreeSet<Alg>,
-    /// Inline keys (empty when only remote keys are configured).
-    pub inline_keys: JwkSet,
-    /// The remote JWKS, if any.
-    pub remote: Option<RawRemoteJwks>,
-    /// Clock skew in seconds.
-    pub skew_secs: i64,
-    /// Longest lifetime in seconds.
-    pub max_lifetime_secs: i64,
-}
-
 /// Where the identity HMAC key comes from.
 #[derive(Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -99,6 +83,38 @@ pub enum KeySource {
     Inline(Vec<u8>),
     /// Read from this environment variable when the filter starts.
     Env(String),
+}
+
+impl KeySource {
+    /// The key: the inline one, or the value of the environment variable (`env` reads the
+    /// VM's environment), trimmed, at least [`edge_contract::MIN_KEY_LEN`] bytes long.
+    pub fn resolve(
+        &self,
+        env: impl FnOnce(&str) -> Option<String>,
+    ) -> Result<Vec<u8>, ConfigError> {
+        let name = match self {
+            Self::Inline(key) => return Ok(key.clone()),
+            Self::Env(name) => name,
+        };
+        let field = "identity.hmac_key_env";
+        let value = env(name).ok_or_else(|| {
+            err(
+                field,
+                format!("environment variable {name:?} is not set (expose it with vm_config.environment_variables)"),
+            )
+        })?;
+        let key = value.trim().as_bytes().to_vec();
+        if key.len() < edge_contract::MIN_KEY_LEN {
+            return Err(err(
+                field,
+                format!(
+                    "the key in {name:?} is shorter than {} bytes",
+                    edge_contract::MIN_KEY_LEN
+                ),
+            ));
+        }
+        Ok(key)
+    }
 }
 
 impl fmt::Debug for KeySource {
@@ -118,15 +134,15 @@ pub struct Limits {
     /// Largest buffered body.
     pub max_body_bytes: usize,
     /// Unauthenticated per-address bucket.
-    pub unauthenticated: crate::ratelimit::Bucket,
+    pub unauthenticated: Bucket,
     /// Key wait bound in milliseconds.
     pub key_wait_ms: u64,
     /// Slots of per-user buckets.
     pub rate_limit_slots: u32,
     /// Slots of per-address allowances, a table apart from the per-user one.
     pub unauthenticated_slots: u32,
-    /// Requests one worker may hold at once while keys load; the adapter answers 503
-    /// with `Retry-After` beyond it.
+    /// Requests one worker may hold at once while keys load; beyond it they get 503 with
+    /// `Retry-After` (see [`crate::keyfetch`]).
     pub max_waiting_for_keys: usize,
     /// Token cache capacity.
     pub token_cache_entries: usize,
@@ -154,242 +170,168 @@ impl Policy {
         Self::validate(raw, generation)
     }
 
-    /// Validates a parsed configuration.
+    /// Validates a parsed configuration, section by section, in the order of the document.
     pub fn validate(raw: RawConfig, generation: String) -> Result<Self, ConfigError> {
-        if raw.issuers.is_empty() {
-            return Err(err("issuers", "at least one issuer is required"));
-        }
-        let mut issuers = Vec::new();
-        let mut seen = BTreeSet::new();
-        for (i, iss) in raw.issuers.into_iter().enumerate() {
-            let at = |f: &str| format!("issuers[{i}].{f}");
-            if iss.issuer.is_empty() || !seen.insert(iss.issuer.clone()) {
-                return Err(err(at("issuer"), "must be non-empty and unique"));
-            }
-            if iss.audiences.is_empty() {
-                return Err(err(at("audiences"), "at least one audience is required"));
-            }
-            if iss.algorithms.is_empty() {
-                return Err(err(at("algorithms"), "at least one algorithm is required"));
-            }
-            let mut algorithms = BTreeSet::new();
-            for name in &iss.algorithms {
-                let alg = Alg::from_name(name).ok_or_else(|| {
-                    err(
-                        at("algorithms"),
-                        format!("unsupported algorithm {name:?} (none is never accepted)"),
-                    )
-                })?;
-                algorithms.insert(alg);
-            }
-            let inline_keys = match &iss.jwks {
-                Some(doc) => JwkSet::from_value(doc)
-                    .map_err(|e: JwksError| err(at("jwks"), e.to_string()))?,
-                None => JwkSet::default(),
-            };
-            if iss.jwks.is_none() && iss.remote_jwks.is_none() {
-                return Err(err(
-                    at("jwks"),
-                    "one of `jwks` or `remote_jwks` is required",
-                ));
-            }
-            if let Some(remote) = &iss.remote_jwks {
-                if remote.cluster.is_empty() {
-                    return Err(err(at("remote_jwks.cluster"), "must not be empty"));
-                }
-                if !remote.path.starts_with('/') {
-                    return Err(err(at("remote_jwks.path"), "must start with `/`"));
-                }
-                if remote.refresh_interval < Duration::from_secs(1) {
-                    return Err(err(
-                        at("remote_jwks.refresh_interval"),
-                        "must be at least 1s",
-                    ));
-                }
-            }
-            if let Some(bad) = inline_keys
-                .keys
-                .iter()
-                .find(|k| !algorithms.iter().any(|a| k.fits(*a)))
-            {
-                return Err(err(
-                    at("jwks"),
-                    format!(
-                        "key {:?} fits none of the allowed algorithms",
-                        bad.kid.as_deref().unwrap_or("")
-                    ),
-                ));
-            }
-            issuers.push(Issuer {
-                issuer: iss.issuer,
-                audiences: iss.audiences.into_iter().collect(),
-                algorithms,
-                inline_keys,
-                remote: iss.remote_jwks,
-                skew_secs: secs(iss.clock_skew),
-                max_lifetime_secs: secs(iss.max_lifetime),
-            });
-        }
-
-        let identity_key = match (raw.identity.hmac_key, raw.identity.hmac_key_env) {
-            (Some(key), None) => {
-                let key = key.trim().as_bytes().to_vec();
-                if key.len() < edge_contract::MIN_KEY_LEN {
-                    return Err(err(
-                        "identity.hmac_key",
-                        format!("must be at least {} bytes", edge_contract::MIN_KEY_LEN),
-                    ));
-                }
-                KeySource::Inline(key)
-            }
-            (None, Some(name)) if !name.is_empty() => KeySource::Env(name),
-            _ => {
-                return Err(err(
-                    "identity",
-                    "exactly one of `hmac_key` or `hmac_key_env` is required",
-                ))
-            }
-        };
-
-        for (role, perms) in &raw.roles {
-            if role.is_empty() || perms.iter().any(String::is_empty) {
-                return Err(err(
-                    format!("roles.{role}"),
-                    "role and permission names must not be empty",
-                ));
-            }
-        }
-        let roles = RoleMap::new(raw.roles);
-
-        let mut routes = Vec::new();
-        let mut names = BTreeSet::new();
-        for (i, r) in raw.routes.into_iter().enumerate() {
-            let at = |f: &str| format!("routes[{i}].{f}");
-            if r.name.is_empty() || !names.insert(r.name.clone()) {
-                return Err(err(at("name"), "must be non-empty and unique"));
-            }
-            let method = r.method.to_ascii_uppercase();
-            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(err(at("method"), "must be an HTTP method such as POST"));
-            }
-            let path = PathPattern::parse(&r.path).map_err(|why| err(at("path"), why))?;
-            if r.permission.is_some() != r.org.is_some() {
-                return Err(err(at("permission"), "`permission` and `org` go together"));
-            }
-            match &r.org {
-                Some(RawOrgSource::BodyField(f) | RawOrgSource::Claim(f)) if f.is_empty() => {
-                    return Err(err(at("org"), "names an empty field"));
-                }
-                Some(RawOrgSource::PathParam(p)) if !path.has_param(p) => {
-                    return Err(err(
-                        at("org.path_param"),
-                        format!("the path has no segment `{{{p}}}`"),
-                    ));
-                }
-                _ => {}
-            }
-            for (c, cond) in r.conditions.iter().enumerate() {
-                cond.validate()
-                    .map_err(|why| err(at(&format!("conditions[{c}]")), why))?;
-            }
-            let rate_limit = match r.rate_limit {
-                Some(rl) => Some(bucket(&rl).map_err(|why| err(at("rate_limit"), why))?),
-                None => None,
-            };
-            routes.push(crate::route::Route {
-                name: r.name,
-                method,
-                path,
-                permission: r.permission,
-                org: r.org,
-                conditions: r.conditions,
-                rate_limit,
-                idempotency: r.idempotency,
-            });
-        }
-
-        let l = raw.limits;
-        if l.max_token_bytes < 64 {
-            return Err(err("limits.max_token_bytes", "must be at least 64"));
-        }
-        if l.rate_limit_slots == 0 {
-            return Err(err("limits.rate_limit_slots", "must be at least 1"));
-        }
-        if l.unauthenticated_slots == 0 {
-            return Err(err("limits.unauthenticated_slots", "must be at least 1"));
-        }
-        // Each held request keeps its stream and its state in the worker: the bound is
-        // what keeps a flood of tokens naming a slow issuer from holding memory.
-        if !(1..=MAX_WAITING_FOR_KEYS).contains(&l.max_waiting_for_keys) {
-            return Err(err(
-                "limits.max_waiting_for_keys",
-                format!("must be between 1 and {MAX_WAITING_FOR_KEYS}"),
-            ));
-        }
-        let limits = Limits {
-            max_token_bytes: l.max_token_bytes,
-            max_body_bytes: l.max_body_bytes,
-            unauthenticated: bucket(&l.unauthenticated)
-                .map_err(|why| err("limits.unauthenticated", why))?,
-            key_wait_ms: millis(l.key_wait),
-            rate_limit_slots: l.rate_limit_slots,
-            unauthenticated_slots: l.unauthenticated_slots,
-            max_waiting_for_keys: usize::try_from(l.max_waiting_for_keys).unwrap_or(usize::MAX),
-            token_cache_entries: l.token_cache_entries,
-        };
-        let im = raw.idempotency;
-        if im.slots == 0 {
-            return Err(err("idempotency.slots", "must be at least 1"));
-        }
-        let idempotency = IdempotencySettings {
-            ttl_ms: millis(im.ttl),
-            in_flight_ms: millis(im.in_flight_timeout),
-            max_response_bytes: im.max_response_bytes,
-            slots: im.slots,
-        };
         Ok(Self {
-            issuers,
-            identity_key,
-            roles,
-            routes: RouteTable::new(routes),
+            issuers: issuer::issuers(raw.issuers)?,
+            identity_key: identity(raw.identity)?,
+            roles: roles(raw.roles)?,
+            routes: routes(raw.routes)?,
             unmatched: raw.unmatched,
-            limits,
-            idempotency,
+            limits: limits(raw.limits)?,
+            idempotency: idempotency(raw.idempotency)?,
             generation,
         })
-    }
-
-    /// The issuer configured for `iss`.
-    pub fn issuer(&self, iss: &str) -> Option<(usize, &Issuer)> {
-        self.issuers
-            .iter()
-            .enumerate()
-            .find(|(_, i)| i.issuer == iss)
     }
 }
 
 /// Upper bound of `limits.max_waiting_for_keys`.
 pub const MAX_WAITING_FOR_KEYS: u32 = 10_000;
 
-fn bucket(raw: &RawRateLimit) -> Result<crate::ratelimit::Bucket, String> {
+/// `identity`: exactly one key source; an inline key long enough to sign with.
+fn identity(raw: RawIdentity) -> Result<KeySource, ConfigError> {
+    match (raw.hmac_key, raw.hmac_key_env) {
+        (Some(key), None) => {
+            let key = key.trim().as_bytes().to_vec();
+            if key.len() < edge_contract::MIN_KEY_LEN {
+                return Err(err(
+                    "identity.hmac_key",
+                    format!("must be at least {} bytes", edge_contract::MIN_KEY_LEN),
+                ));
+            }
+            Ok(KeySource::Inline(key))
+        }
+        (None, Some(name)) if !name.is_empty() => Ok(KeySource::Env(name)),
+        _ => Err(err(
+            "identity",
+            "exactly one of `hmac_key` or `hmac_key_env` is required",
+        )),
+    }
+}
+
+/// `roles`: non-empty role and permission names. Applied to each verified token, and
+/// forwarded to the backend as the identity's effective permissions.
+fn roles(raw: BTreeMap<String, Vec<String>>) -> Result<RoleMap, ConfigError> {
+    for (role, perms) in &raw {
+        if role.is_empty() || perms.iter().any(String::is_empty) {
+            return Err(err(
+                format!("roles.{role}"),
+                "role and permission names must not be empty",
+            ));
+        }
+    }
+    Ok(RoleMap::new(raw))
+}
+
+/// `routes`: unique names, HTTP methods, path patterns, a permission with its organization,
+/// sound conditions and rate limits.
+fn routes(raw: Vec<RawRoute>) -> Result<RouteTable, ConfigError> {
+    let mut names = BTreeSet::new();
+    let mut routes = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let at = |f: &str| format!("routes[{i}].{f}");
+        if r.name.is_empty() || !names.insert(r.name.clone()) {
+            return Err(err(at("name"), "must be non-empty and unique"));
+        }
+        let method = r.method.to_ascii_uppercase();
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(err(at("method"), "must be an HTTP method such as POST"));
+        }
+        let path = PathPattern::parse(&r.path).map_err(|why| err(at("path"), why))?;
+        if r.permission.is_some() != r.org.is_some() {
+            return Err(err(at("permission"), "`permission` and `org` go together"));
+        }
+        match &r.org {
+            Some(OrgSource::BodyField(f) | OrgSource::Claim(f)) if f.is_empty() => {
+                return Err(err(at("org"), "names an empty field"));
+            }
+            Some(OrgSource::PathParam(p)) if !path.has_param(p) => {
+                return Err(err(
+                    at("org.path_param"),
+                    format!("the path has no segment `{{{p}}}`"),
+                ));
+            }
+            _ => {}
+        }
+        for (c, cond) in r.conditions.iter().enumerate() {
+            cond.validate()
+                .map_err(|why| err(at(&format!("conditions[{c}]")), why))?;
+        }
+        let rate_limit = match r.rate_limit {
+            Some(rl) => Some(bucket(&rl).map_err(|why| err(at("rate_limit"), why))?),
+            None => None,
+        };
+        routes.push(Route {
+            name: r.name,
+            method,
+            path,
+            permission: r.permission,
+            org: r.org,
+            conditions: r.conditions,
+            rate_limit,
+            idempotency: r.idempotency,
+        });
+    }
+    Ok(RouteTable::new(routes))
+}
+
+/// `limits`: sizes, slot counts and the bound on requests waiting for keys.
+fn limits(l: RawLimits) -> Result<Limits, ConfigError> {
+    if l.max_token_bytes < 64 {
+        return Err(err("limits.max_token_bytes", "must be at least 64"));
+    }
+    if l.rate_limit_slots == 0 {
+        return Err(err("limits.rate_limit_slots", "must be at least 1"));
+    }
+    if l.unauthenticated_slots == 0 {
+        return Err(err("limits.unauthenticated_slots", "must be at least 1"));
+    }
+    // Each held request keeps its stream and its state in the worker: the bound is
+    // what keeps a flood of tokens naming a slow issuer from holding memory.
+    if !(1..=MAX_WAITING_FOR_KEYS).contains(&l.max_waiting_for_keys) {
+        return Err(err(
+            "limits.max_waiting_for_keys",
+            format!("must be between 1 and {MAX_WAITING_FOR_KEYS}"),
+        ));
+    }
+    Ok(Limits {
+        max_token_bytes: l.max_token_bytes,
+        max_body_bytes: l.max_body_bytes,
+        unauthenticated: bucket(&l.unauthenticated)
+            .map_err(|why| err("limits.unauthenticated", why))?,
+        key_wait_ms: duration::millis(l.key_wait),
+        rate_limit_slots: l.rate_limit_slots,
+        unauthenticated_slots: l.unauthenticated_slots,
+        max_waiting_for_keys: usize::try_from(l.max_waiting_for_keys).unwrap_or(usize::MAX),
+        token_cache_entries: l.token_cache_entries,
+    })
+}
+
+/// `idempotency`: record lifetimes and slots.
+fn idempotency(im: RawIdempotency) -> Result<IdempotencySettings, ConfigError> {
+    if im.slots == 0 {
+        return Err(err("idempotency.slots", "must be at least 1"));
+    }
+    Ok(IdempotencySettings {
+        ttl_ms: duration::millis(im.ttl),
+        in_flight_ms: duration::millis(im.in_flight_timeout),
+        max_response_bytes: im.max_response_bytes,
+        slots: im.slots,
+    })
+}
+
+/// A token bucket: at least one request per window of at least one second.
+fn bucket(raw: &RawRateLimit) -> Result<Bucket, String> {
     if raw.requests == 0 {
         return Err("`requests` must be at least 1".into());
     }
     if raw.per < Duration::from_secs(1) {
         return Err("`per` must be at least 1s".into());
     }
-    Ok(crate::ratelimit::Bucket {
+    Ok(Bucket {
         capacity: raw.requests,
-        window_ms: millis(raw.per),
+        window_ms: duration::millis(raw.per),
     })
-}
-
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Deserializes with `serde_path_to_error`, so the error names the field's full path
@@ -417,4 +359,45 @@ fn parse_with_path<'de, T: Deserialize<'de>>(
         }
         err(field, reason)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_key_comes_inline_or_from_the_environment() {
+        let key = "0123456789abcdef0123456789abcdef";
+        let from_env = KeySource::Env("GATEWAY_HMAC_KEY".into());
+        // (source, the variable's value) -> the key, or the start of the error's reason
+        type Case<'a> = (&'a KeySource, Option<&'a str>, Result<&'a [u8], &'a str>);
+        let cases: [Case<'_>; 4] = [
+            (&KeySource::Inline(b"inline".to_vec()), None, Ok(b"inline")),
+            (&from_env, Some(&format!(" {key}\n")), Ok(key.as_bytes())),
+            (
+                &from_env,
+                None,
+                Err("environment variable \"GATEWAY_HMAC_KEY\" is not set"),
+            ),
+            (
+                &from_env,
+                Some("short"),
+                Err("the key in \"GATEWAY_HMAC_KEY\" is shorter than"),
+            ),
+        ];
+        for (source, value, want) in cases {
+            let got = source.resolve(|name| {
+                assert_eq!(name, "GATEWAY_HMAC_KEY");
+                value.map(str::to_owned)
+            });
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(e), Err(want)) => {
+                    assert_eq!(e.field, "identity.hmac_key_env");
+                    assert!(e.reason.starts_with(want), "{e}");
+                }
+                (got, want) => panic!("{source:?} {value:?}: {got:?}, want {want:?}"),
+            }
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Durations written the way Envoy writes them: `"500ms"`, `"60s"`, `"5m"`, `"24h"`.
+//! Durations written the way Envoy writes them: `"500ms"`, `"60s"`, `"5m"`, `"24h"`, and
+//! their conversion to the units the filter computes in.
 
 use std::fmt;
 use std::time::Duration;
@@ -18,6 +19,16 @@ pub fn parse(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_millis(ms))
+}
+
+/// Whole milliseconds, the unit of the filter's clock (saturating).
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whole seconds, the unit of JWT claims (saturating).
+pub fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// `#[serde(deserialize_with = "duration::deserialize")]` for a `Duration` field.

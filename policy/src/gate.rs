@@ -10,7 +10,7 @@ use edge_contract::{request_id, Request, Signer, FORWARDED_HEADERS};
 use serde_json::Value;
 
 use crate::cache::TokenCache;
-use crate::config::{IdempotencyMode, Policy, RawOrgSource, Unmatched};
+use crate::config::{IdempotencyMode, OrgSource, Policy, Unmatched};
 use crate::headers::{self, Pair};
 use crate::idempotency::{self, Begin, Claim, Records, StoredResponse};
 use crate::jwks::JwkSet;
@@ -143,8 +143,6 @@ pub struct Pending {
     pub response_headers: Vec<(String, String)>,
     /// Whether the body must be read before forwarding.
     pub needs_body: bool,
-    /// Stats reason of the decision so far.
-    pub reason: &'static str,
     method: String,
     path: String,
     route: Option<usize>,
@@ -166,11 +164,6 @@ impl Pending {
 
     fn reject(&self, problem: Problem) -> Step {
         Step::Reject(self.reply(problem))
-    }
-
-    /// The subject, when authenticated.
-    pub fn subject(&self) -> Option<&str> {
-        self.verified.as_ref().map(|v| v.identity.sub.as_str())
     }
 
     /// Whether the response must be captured to complete an idempotency claim.
@@ -323,17 +316,17 @@ impl Worker {
         if let Some(route) = route {
             // An organization known from the headers is decided now; one in the body later.
             let org = match &route.org {
-                Some(RawOrgSource::Claim(claim)) => Some(
+                Some(OrgSource::Claim(claim)) => Some(
                     verified
                         .claims
                         .get(claim)
                         .and_then(Value::as_str)
                         .unwrap_or(""),
                 ),
-                Some(RawOrgSource::PathParam(name)) => {
+                Some(OrgSource::PathParam(name)) => {
                     Some(route.path.param(target.instance, name).unwrap_or(""))
                 }
-                Some(RawOrgSource::BodyField(_)) | None => None,
+                Some(OrgSource::BodyField(_)) | None => None,
             };
             if let Some(org) = org {
                 if let Err(d) = self.authorize(route, &verified, org) {
@@ -390,7 +383,7 @@ impl Worker {
                 let content_type = req.text_values(CONTENT_TYPE).unwrap_or_default();
                 pending.content_type = content_type.first().map(|v| (*v).to_owned());
             }
-            pending.needs_body = matches!(route.org, Some(RawOrgSource::BodyField(_)))
+            pending.needs_body = matches!(route.org, Some(OrgSource::BodyField(_)))
                 || pending.idempotency_key.is_some();
         }
         // The signed identity covers the body, so a request with one is signed once it is read.
@@ -404,7 +397,6 @@ impl Worker {
             .collect();
         pending.set_headers = vec![(REQUEST_ID.to_owned(), pending.request_id.clone())];
         pending.verified = Some(verified);
-        pending.reason = "allowed";
         if !pending.needs_body {
             self.sign(pending, &[], host);
         }
@@ -454,7 +446,7 @@ impl Worker {
         let Some(verified) = pending.verified.as_ref() else {
             return Step::Forward;
         };
-        if let Some(RawOrgSource::BodyField(field)) = &route.org {
+        if let Some(OrgSource::BodyField(field)) = &route.org {
             let Ok(json) = serde_json::from_slice::<Value>(body) else {
                 return pending.reject(catalogue::invalid_json());
             };

@@ -14,6 +14,7 @@ pub mod headers;
 pub mod idempotency;
 pub mod jwks;
 pub mod jwt;
+pub mod keyfetch;
 pub mod permission;
 pub mod problem;
 pub mod ratelimit;

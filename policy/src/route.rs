@@ -1,6 +1,6 @@
 //! Route policies and the matching of a request's method and path to one of them.
 
-use crate::config::{IdempotencyMode, RawOrgSource};
+use crate::config::{IdempotencyMode, OrgSource};
 use crate::permission::Condition;
 use crate::ratelimit::Bucket;
 
@@ -104,7 +104,7 @@ pub struct Route {
     /// Permission required in the target organization.
     pub permission: Option<String>,
     /// Where the target organization comes from.
-    pub org: Option<RawOrgSource>,
+    pub org: Option<OrgSource>,
     /// ABAC conditions.
     pub conditions: Vec<Condition>,
     /// Per-user bucket.

@@ -1,5 +1,8 @@
 //! The configuration as written in `envoy.yaml`: serde structs that refuse unknown
-//! fields, with their defaults. Documented field by field in `plugin/CONFIG.md`.
+//! fields, with their defaults (defined here only). Documented field by field in
+//! `plugin/CONFIG.md`. The `Raw*` structs stop at validation; the enums that need no
+//! conversion ([`Unmatched`], [`OrgSource`], [`IdempotencyMode`]) are the validated
+//! [`Policy`](super::Policy)'s too.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -146,7 +149,7 @@ pub struct RawRoute {
     pub permission: Option<String>,
     /// Where the target organization comes from.
     #[serde(default)]
-    pub org: Option<RawOrgSource>,
+    pub org: Option<OrgSource>,
     /// Conditions on claims that must all hold.
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -158,10 +161,10 @@ pub struct RawRoute {
     pub idempotency: IdempotencyMode,
 }
 
-/// Where a route's target organization comes from.
+/// Where a route's target organization comes from (validation refuses an empty name).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum RawOrgSource {
+pub enum OrgSource {
     /// A top-level string field of the JSON body.
     BodyField(String),
     /// A string claim of the token.

@@ -1,0 +1,147 @@
+//! The `issuers` section: trusted token issuers, their keys and where remote keys come from.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::raw::{RawIssuer, RawRemoteJwks};
+use super::{err, ConfigError};
+use crate::duration;
+use crate::jwks::JwkSet;
+use crate::jwt::Alg;
+
+/// A trusted issuer, validated.
+#[derive(Debug)]
+pub struct Issuer {
+    /// `iss`.
+    pub issuer: String,
+    /// Accepted audiences.
+    pub audiences: BTreeSet<String>,
+    /// Allowed algorithms.
+    pub algorithms: BTreeSet<Alg>,
+    /// Inline keys (empty when only remote keys are configured).
+    pub inline_keys: JwkSet,
+    /// The remote JWKS, if any.
+    pub remote: Option<RemoteJwks>,
+    /// Clock skew in seconds.
+    pub skew_secs: i64,
+    /// Longest lifetime in seconds.
+    pub max_lifetime_secs: i64,
+}
+
+/// A remote JWKS endpoint reached through an Envoy cluster, validated, its defaults applied.
+/// When it is fetched is [`crate::keyfetch`]'s decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    /// The Envoy cluster that reaches the key server.
+    pub cluster: String,
+    /// The `:authority` sent to it.
+    pub authority: String,
+    /// The path of the JWKS document, starting with `/`.
+    pub path: String,
+    /// Delay from a successful fetch to the next one (at least 1 s).
+    pub refresh_interval: Duration,
+    /// Shortest interval between fetches a token naming an unknown `kid` may trigger.
+    pub min_refresh_interval: Duration,
+    /// Timeout of one fetch.
+    pub timeout: Duration,
+}
+
+/// Validates `issuers`: at least one, each with a unique non-empty `iss`, an audience, a
+/// known algorithm, and keys (inline, remote or both) that fit those algorithms.
+pub(super) fn issuers(raw: Vec<RawIssuer>) -> Result<Vec<Issuer>, ConfigError> {
+    if raw.is_empty() {
+        return Err(err("issuers", "at least one issuer is required"));
+    }
+    let mut seen = BTreeSet::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, iss)| {
+            if iss.issuer.is_empty() || !seen.insert(iss.issuer.clone()) {
+                return Err(err(
+                    format!("issuers[{i}].issuer"),
+                    "must be non-empty and unique",
+                ));
+            }
+            issuer(iss, &|f: &str| format!("issuers[{i}].{f}"))
+        })
+        .collect()
+}
+
+/// One issuer; `at` names a field of it.
+fn issuer(iss: RawIssuer, at: &dyn Fn(&str) -> String) -> Result<Issuer, ConfigError> {
+    if iss.audiences.is_empty() {
+        return Err(err(at("audiences"), "at least one audience is required"));
+    }
+    if iss.algorithms.is_empty() {
+        return Err(err(at("algorithms"), "at least one algorithm is required"));
+    }
+    let mut algorithms = BTreeSet::new();
+    for name in &iss.algorithms {
+        let alg = Alg::from_name(name).ok_or_else(|| {
+            err(
+                at("algorithms"),
+                format!("unsupported algorithm {name:?} (none is never accepted)"),
+            )
+        })?;
+        algorithms.insert(alg);
+    }
+    let inline_keys = match &iss.jwks {
+        Some(doc) => JwkSet::from_value(doc).map_err(|e| err(at("jwks"), e.to_string()))?,
+        None => JwkSet::default(),
+    };
+    if iss.jwks.is_none() && iss.remote_jwks.is_none() {
+        return Err(err(
+            at("jwks"),
+            "one of `jwks` or `remote_jwks` is required",
+        ));
+    }
+    let remote = match iss.remote_jwks {
+        Some(raw) => Some(remote_jwks(raw, at)?),
+        None => None,
+    };
+    if let Some(bad) = inline_keys
+        .keys
+        .iter()
+        .find(|k| !algorithms.iter().any(|a| k.fits(*a)))
+    {
+        return Err(err(
+            at("jwks"),
+            format!(
+                "key {:?} fits none of the allowed algorithms",
+                bad.kid.as_deref().unwrap_or("")
+            ),
+        ));
+    }
+    Ok(Issuer {
+        issuer: iss.issuer,
+        audiences: iss.audiences.into_iter().collect(),
+        algorithms,
+        inline_keys,
+        remote,
+        skew_secs: duration::secs(iss.clock_skew),
+        max_lifetime_secs: duration::secs(iss.max_lifetime),
+    })
+}
+
+fn remote_jwks(raw: RawRemoteJwks, at: &dyn Fn(&str) -> String) -> Result<RemoteJwks, ConfigError> {
+    if raw.cluster.is_empty() {
+        return Err(err(at("remote_jwks.cluster"), "must not be empty"));
+    }
+    if !raw.path.starts_with('/') {
+        return Err(err(at("remote_jwks.path"), "must start with `/`"));
+    }
+    if raw.refresh_interval < Duration::from_secs(1) {
+        return Err(err(
+            at("remote_jwks.refresh_interval"),
+            "must be at least 1s",
+        ));
+    }
+    Ok(RemoteJwks {
+        cluster: raw.cluster,
+        authority: raw.authority,
+        path: raw.path,
+        refresh_interval: raw.refresh_interval,
+        min_refresh_interval: raw.min_refresh_interval,
+        timeout: raw.timeout,
+    })
+}
