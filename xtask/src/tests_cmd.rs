@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use xtask::{artifacts, envoy, paths, toolchain};
+use xtask::{artifacts, envoy, paths, schemathesis, toolchain};
 
 use crate::run_command as run;
 
@@ -38,6 +38,9 @@ pub fn test(args: TestArgs) -> Result<()> {
         || clippy(&cargo),
     )?;
     step("Envoy", || envoy::ensure_installed().map(drop))?;
+    step("Schemathesis", || {
+        schemathesis::ensure_installed().map(drop)
+    })?;
     step("build (filter, backend)", artifacts::build_wasm)?;
     // One feature resolution for the tests and for the runner binary they start.
     step("compile the tests and the runner", || {
