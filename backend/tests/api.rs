@@ -573,6 +573,15 @@ fn listing_pages_through_every_workspace_once() {
         ("?orgId=x", 400),
         (&format!("?orgId={ORG}&limit=0") as &str, 400),
         (&format!("?orgId={ORG}&cursor=zz"), 400),
+        // Only what `Cursor` and `limit` in openapi.yaml accept: no sign, no leading zero.
+        (&format!("?orgId={ORG}&cursor="), 400),
+        (&format!("?orgId={ORG}&cursor=c1.%2B1"), 400),
+        (&format!("?orgId={ORG}&cursor=c1.01"), 400),
+        (&format!("?orgId={ORG}&cursor=c1.0"), 400),
+        (&format!("?orgId={ORG}&cursor=c1.1234567890123456789"), 400),
+        (&format!("?orgId={ORG}&cursor=c1.999"), 200),
+        (&format!("?orgId={ORG}&limit=%2B5"), 400),
+        (&format!("?orgId={ORG}&limit=100"), 200),
         (&format!("?orgId={ORG}&sort=asc"), 400),
         (&format!("?orgId={OTHER_ORG}"), 403),
     ] {

