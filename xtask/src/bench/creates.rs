@@ -144,6 +144,7 @@ fn through_gateway(
                 duration: Duration::from_secs_f64(seconds),
                 connections,
                 threads: WRK_THREADS.min(connections),
+                cpus: &[],
                 stop_at_eof: false,
             },
         )
