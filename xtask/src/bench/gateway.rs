@@ -32,8 +32,9 @@ pub fn load(name: &str) -> Result<Value> {
     serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// Replaces the native `jwt_authn` provider's `local_jwks` with `jwks`.
-pub fn set_native_jwks(config: &mut Value, jwks: &Value) -> Result<()> {
+/// Replaces the native `jwt_authn` provider's `local_jwks` with `jwks`, and sizes its
+/// verified-token cache (per worker, as the edge filter's) to `cache_entries`.
+pub fn set_native_jwks(config: &mut Value, jwks: &Value, cache_entries: u64) -> Result<()> {
     let filter = find_typed(config, JWT_AUTHN_TYPE).context("no jwt_authn filter")?;
     let providers = filter
         .get_mut("providers")
@@ -41,6 +42,7 @@ pub fn set_native_jwks(config: &mut Value, jwks: &Value) -> Result<()> {
         .context("jwt_authn has no providers")?;
     for provider in providers.values_mut() {
         provider["local_jwks"] = serde_json::json!({ "inline_string": jwks.to_string() });
+        provider["jwt_cache_config"] = serde_json::json!({ "jwt_cache_size": cache_entries });
     }
     Ok(())
 }

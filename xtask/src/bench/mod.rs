@@ -193,7 +193,7 @@ pub fn run(args: &BenchArgs) -> Result<Report> {
     gateway::set_wasm_policy(&mut wasm_config, &policy)?;
     let settings = args.settings(cache_entries);
 
-    let configs = scenarios::Configs::load(&keys, wasm_config.clone())?;
+    let configs = scenarios::Configs::load(&keys, wasm_config.clone(), &settings)?;
     let token_dir = dir.join("tokens");
     let mut report = Report::new(&settings, &envoy_bin, &wrk_bin);
     if !settings.envoy_concurrency.is_empty() {

@@ -62,10 +62,15 @@ pub struct Configs {
 impl Configs {
     /// `envoy/bench/*.yaml` with the bench issuer's keys (every algorithm family, for the
     /// distinct-token scenarios of both chains) and the built modules; `wasm` is the edge
-    /// filter's config, its policy already set.
-    pub fn load(keys: &Keys, wasm: Value) -> Result<Self> {
+    /// filter's config, its policy already set, and `settings.token_cache_entries` its
+    /// token cache, which the native chain's gets too.
+    pub fn load(keys: &Keys, wasm: Value, settings: &Settings) -> Result<Self> {
         let mut native = gateway::load("native")?;
-        gateway::set_native_jwks(&mut native, &keys.jwks(&Family::ALL)?)?;
+        gateway::set_native_jwks(
+            &mut native,
+            &keys.jwks(&Family::ALL)?,
+            settings.token_cache_entries,
+        )?;
         let mut floor = gateway::load("floor")?;
         gateway::set_wasm_module(&mut floor, &paths::floor_wasm())?;
         Ok(Self {
