@@ -780,4 +780,66 @@ mod tests {
         assert!((r.rps.median - 0.9).abs() < 1e-9);
         assert!((r.p99.median - 1.2).abs() < 1e-9);
     }
+
+    /// A scenario whose runs cost `cpu` µs per request at `rps` requests per second.
+    fn scenario(key: &str, runs: &[(f64, f64)]) -> ScenarioResult {
+        let runs = runs
+            .iter()
+            .map(|&(rps, cpu)| Sample {
+                rps,
+                p99_us: 1000.0,
+                cpu_us_per_req: cpu,
+                ..Sample::default()
+            })
+            .collect();
+        ScenarioResult::new(key, key, false, runs)
+    }
+
+    #[test]
+    fn what_each_chain_adds_over_none_and_ours_over_the_floor() {
+        let run = ConcurrencyRun {
+            envoy_concurrency: 1,
+            pinning: Pinning::plan(1, &[0, 1], true, true, 2),
+            load_average: [[0.0; 3]; 2],
+            scenarios: vec![
+                scenario("baseline", &[(100.0, 30.0), (90.0, 34.0)]),
+                scenario("native", &[(60.0, 60.0), (50.0, 70.0)]),
+                scenario("floor", &[(66.0, 45.0), (60.0, 50.0)]),
+                scenario("wasm", &[(30.0, 105.0), (30.0, 110.0)]),
+                scenario("native-rs256", &[(40.0, 150.0), (40.0, 160.0)]),
+                scenario("wasm-rs256", &[(4.0, 900.0), (8.0, 900.0)]),
+            ],
+            filter_stats: Vec::new(),
+        };
+        let r = ConcurrencyResult::new(run);
+        let find = |key: &str| r.run.scenarios.iter().find(|s| s.key == key).unwrap();
+        let over = |key: &str, floor: bool| {
+            let s = find(key);
+            let d = if floor {
+                &s.cpu_over_floor_us
+            } else {
+                &s.cpu_over_baseline_us
+            };
+            d.as_ref().map(|d| d.median)
+        };
+        assert_eq!(over("baseline", false), None);
+        assert_eq!(over("native", false), Some(33.0), "(30 + 36) / 2");
+        assert_eq!(
+            over("native", true),
+            None,
+            "only our rows against the floor"
+        );
+        assert_eq!(over("floor", true), None);
+        assert_eq!(over("wasm", true), Some(60.0));
+        assert_eq!(over("wasm-rs256", true), Some(852.5));
+        assert!((r.wasm_vs_floor.rps.median - 0.477_272_7).abs() < 1e-6);
+        assert!((r.floor_vs_native.rps.median - 1.15).abs() < 1e-9);
+        assert_eq!(
+            r.distinct_wasm_vs_native.len(),
+            1,
+            "RS256 alone was measured"
+        );
+        assert_eq!(r.distinct_wasm_vs_native[0].alg, "RS256");
+        assert!((r.distinct_wasm_vs_native[0].ratios.rps.median - 0.15).abs() < 1e-9);
+    }
 }
