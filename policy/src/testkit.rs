@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 
 use crate::jwt::Alg;
 
+pub mod request_path;
+
 /// Private keys for every algorithm family, with the public JWKS that trusts them.
 pub struct Keys {
     hmac: Vec<u8>,

@@ -5,7 +5,7 @@
 //! `BENCH_JSON` lines. By hand:
 //!
 //! ```text
-//! cargo test --test e2e -- backend_bench:: --ignored --nocapture
+//! cargo test --test e2e -- --ignored --nocapture --exact backend_bench::creates_per_second_straight_to_the_runner
 //! ```
 //!
 //! `BENCH_SECONDS` sets the seconds per figure (default 5), `BENCH_WARMUP_SECONDS` the

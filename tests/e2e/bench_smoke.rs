@@ -1,21 +1,28 @@
-//! The benchmark never rots: `cargo xtask bench --smoke` (seconds, not minutes) runs every
-//! scenario against the real Envoy and the real filter, and every figure comes out present
-//! and sane. Timings are never asserted here: targets are the full run's business, reported
-//! as met or not met (docs/performance.md).
+//! The benchmark never rots: `cargo xtask bench --smoke` (seconds, not minutes) builds the
+//! floor filter, runs every scenario against the real Envoy, the real filter and the floor,
+//! and every figure comes out present and sane. Timings are never asserted here: targets are
+//! the full run's business, reported as met or not met (docs/performance.md).
 
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 14] = [
     "baseline",
     "native",
+    "floor",
     "wasm",
+    "native-hs256",
     "wasm-hs256",
+    "native-rs256",
     "wasm-rs256",
+    "native-es256",
     "wasm-es256",
+    "native-eddsa",
     "wasm-eddsa",
+    "wasm-jwt-only",
+    "wasm-jwt-ratelimit",
 ];
 
 fn num(v: &Value, pointer: &str) -> f64 {
@@ -74,8 +81,35 @@ fn smoke_bench_reports_every_figure() {
         .map(|r| r["envoy_concurrency"].as_u64().unwrap())
         .collect();
     assert_eq!(workers, [1, 2]);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     for r in results {
         let c = &r["envoy_concurrency"];
+        // Envoy and wrk are pinned apart whenever a CPU is left for wrk (so always at one
+        // worker on this machine), on CPUs that do not overlap.
+        let pinning = &r["pinning"];
+        let workers = c.as_u64().unwrap();
+        if workers == 1 && cpus >= 2 {
+            assert_eq!(pinning["pinned"], true, "{pinning}");
+        }
+        let list = |key: &str| -> Vec<u64> {
+            pinning[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_u64().unwrap())
+                .collect()
+        };
+        let (envoy, wrk) = (list("envoy_cpus"), list("wrk_cpus"));
+        if pinning["pinned"] == true {
+            assert_eq!(envoy.len() as u64, workers, "{pinning}");
+            assert!(
+                !wrk.is_empty() && wrk.iter().all(|c| !envoy.contains(c)),
+                "{pinning}"
+            );
+        } else {
+            assert!(envoy.is_empty() && wrk.is_empty(), "{pinning}");
+        }
+        assert!(!pinning["envoy_cpus_allowed"].as_str().unwrap().is_empty());
         for key in SCENARIOS {
             let s = r["scenarios"]
                 .as_array()
@@ -86,11 +120,39 @@ fn smoke_bench_reports_every_figure() {
             assert_sane_sample(&format!("{key} at --concurrency {c}"), &s["median"]);
             assert_eq!(s["runs"].as_array().unwrap().len(), 1);
         }
-        for ratio in ["wasm_vs_native", "wasm_vs_baseline", "native_vs_baseline"] {
+        for ratio in [
+            "wasm_vs_native",
+            "wasm_vs_floor",
+            "floor_vs_native",
+            "wasm_vs_baseline",
+            "floor_vs_baseline",
+            "native_vs_baseline",
+        ] {
             for field in ["rps", "p99", "cpu_per_req"] {
                 let v = num(r, &format!("/{ratio}/{field}/median"));
                 assert!(v.is_finite() && v > 0.0, "{ratio}.{field} = {v}");
             }
+        }
+        let distinct = r["distinct_wasm_vs_native"].as_array().unwrap();
+        let algs: Vec<&str> = distinct
+            .iter()
+            .map(|d| d["alg"].as_str().unwrap())
+            .collect();
+        assert_eq!(algs, ["HS256", "RS256", "ES256", "EdDSA"]);
+        for d in distinct {
+            let v = num(d, "/ratios/rps/median");
+            assert!(v.is_finite() && v > 0.0, "{d}");
+        }
+        // What each chain adds over no filter, and ours over the floor, run by run.
+        for s in r["scenarios"].as_array().unwrap() {
+            let key = s["key"].as_str().unwrap();
+            let over_none = &s["cpu_over_baseline_us"];
+            assert_eq!(over_none.is_null(), key == "baseline", "{key}: {s}");
+            assert_eq!(
+                s["cpu_over_floor_us"].is_null(),
+                !key.starts_with("wasm"),
+                "{key}: {s}"
+            );
         }
     }
 
@@ -146,6 +208,8 @@ fn smoke_bench_reports_every_figure() {
 
     // Targets are stated, met or not, never asserted.
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 7, "{targets:?}");
+    // Per Envoy concurrency: the cached path's throughput and p99, three distinct-token
+    // families; then memory, and the creates' throughput and p99.
+    assert_eq!(targets.len(), 2 * (2 + 3) + 1 + 2, "{targets:?}");
     assert!(targets.iter().all(|t| t["met"].is_boolean()));
 }

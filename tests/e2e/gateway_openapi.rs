@@ -274,7 +274,7 @@ fn header_and_query_constraints_are_what_the_gateway_and_backend_accept() {
         "URN:uuid:6f1c2a7e-1c7e-4d1a-9a55-0d3d0f1c2a7e",
     ] {
         assert!(accepts(&request_id, good), "{good}");
-        assert!(edge_policy::request_id::normalize(good).is_ok(), "{good}");
+        assert!(edge_contract::request_id::normalize(good).is_ok(), "{good}");
     }
     for bad in [
         "",
@@ -286,7 +286,7 @@ fn header_and_query_constraints_are_what_the_gateway_and_backend_accept() {
         "{6f1c2a7e-1c7e-4d1a-9a55-0d3d0f1c2a7e",
     ] {
         assert!(!accepts(&request_id, bad), "{bad}");
-        assert!(edge_policy::request_id::normalize(bad).is_err(), "{bad}");
+        assert!(edge_contract::request_id::normalize(bad).is_err(), "{bad}");
     }
     let key = param("IdempotencyKey");
     let long = "k".repeat(255);
@@ -306,7 +306,7 @@ fn header_and_query_constraints_are_what_the_gateway_and_backend_accept() {
         ("é", false),
     ] {
         assert_eq!(accepts(&key, value), good, "{value:?}");
-        let edge = edge_policy::idempotency::parse_key(&[value]);
+        let edge = edge_contract::idempotency::parse_key(value);
         assert_eq!(edge.is_ok(), good, "{value:?}: {edge:?}");
     }
     let cursor = json!({"$ref": "#/components/schemas/Cursor"});

@@ -41,6 +41,18 @@ const FILTER_TEST_TRAP: Build = (
         "test-trap",
     ],
 );
+/// The bench's floor filter (`envoy/bench/floor`), [`paths::floor_wasm`].
+const FLOOR: Build = (
+    "bench floor filter (wasm32-wasip1)",
+    &[
+        "build",
+        "--package",
+        "edge-bench-floor",
+        "--target",
+        "wasm32-wasip1",
+        "--release",
+    ],
+);
 const BACKEND: Build = (
     "backend component (wasm32-wasip2)",
     &[
@@ -75,6 +87,12 @@ pub fn build_filter() -> Result<()> {
     once(&DONE, FILTER)
 }
 
+/// Brings the bench's floor filter up to date, once per process.
+pub fn build_floor() -> Result<()> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    once(&DONE, FLOOR)
+}
+
 /// Brings the filter's `test-trap` build up to date, once per process. It goes to its own
 /// target folder ([`paths::filter_test_trap_target_dir`]): built into the shared one, it would
 /// replace the shipped `edge_filter.wasm` that other tests and `cargo xtask up` load.
@@ -89,14 +107,16 @@ pub fn build_filter_test_trap() -> Result<()> {
 }
 
 /// Brings the WebAssembly artifacts the tests load up to date: the filter, its `test-trap`
-/// build and the backend component. `cargo xtask test` leaves the runner to `cargo test`
-/// itself: a separate `cargo build -p spin-runner` resolves features over fewer packages and
-/// would compile wasmtime a second time.
+/// build, the bench's floor filter (the bench's smoke test loads it) and the backend
+/// component. `cargo xtask test` leaves the runner to `cargo test` itself: a separate
+/// `cargo build -p spin-runner` resolves features over fewer packages and would compile
+/// wasmtime a second time.
 pub fn build_wasm() -> Result<()> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     once(&DONE, BACKEND)?;
     build_filter()?;
-    build_filter_test_trap()
+    build_filter_test_trap()?;
+    build_floor()
 }
 
 /// Which build of the filter an Envoy loads.

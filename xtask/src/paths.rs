@@ -21,6 +21,11 @@ pub fn filter_wasm() -> PathBuf {
     target_dir().join("wasm32-wasip1/release/edge_filter.wasm")
 }
 
+/// The bench's floor filter (`envoy/bench/floor`): the least a proxy-wasm filter does.
+pub fn floor_wasm() -> PathBuf {
+    target_dir().join("wasm32-wasip1/release/edge_bench_floor.wasm")
+}
+
 /// The target folder of the filter's `test-trap` build: its own, so that build never
 /// replaces the shipped [`filter_wasm`] (the two differ only in a feature, which Cargo
 /// would otherwise build to the same file).

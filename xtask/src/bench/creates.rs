@@ -144,6 +144,7 @@ fn through_gateway(
                 duration: Duration::from_secs_f64(seconds),
                 connections,
                 threads: WRK_THREADS.min(connections),
+                cpus: &[],
                 stop_at_eof: false,
             },
         )
@@ -182,6 +183,8 @@ fn first_file(prefix: &Path) -> PathBuf {
 
 /// Runs `tests/e2e/backend_bench.rs` and reads its `BENCH_JSON` lines: the runner alone,
 /// loaded by a Rust client that signs the gateway identity for a distinct user per create.
+/// The end-to-end tests are one binary (`--test e2e`); no `--package`, which would resolve
+/// features over fewer packages and build wasmtime again.
 fn straight_to_runner(settings: &Settings) -> Result<Vec<CreateRow>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = Command::new(cargo)
@@ -196,6 +199,8 @@ fn straight_to_runner(settings: &Settings) -> Result<Vec<CreateRow>> {
             "--nocapture",
             "--test-threads",
             "1",
+            "--exact",
+            "backend_bench::creates_per_second_straight_to_the_runner",
         ])
         .env("BENCH_SECONDS", settings.creates_s.to_string())
         .env("BENCH_WARMUP_SECONDS", settings.warmup_s.to_string())

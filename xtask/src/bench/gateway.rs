@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -32,8 +32,9 @@ pub fn load(name: &str) -> Result<Value> {
     serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// Replaces the native `jwt_authn` provider's `local_jwks` with `jwks`.
-pub fn set_native_jwks(config: &mut Value, jwks: &Value) -> Result<()> {
+/// Replaces the native `jwt_authn` provider's `local_jwks` with `jwks`, and sizes its
+/// verified-token cache (per worker, as the edge filter's) to `cache_entries`.
+pub fn set_native_jwks(config: &mut Value, jwks: &Value, cache_entries: u64) -> Result<()> {
     let filter = find_typed(config, JWT_AUTHN_TYPE).context("no jwt_authn filter")?;
     let providers = filter
         .get_mut("providers")
@@ -41,6 +42,7 @@ pub fn set_native_jwks(config: &mut Value, jwks: &Value) -> Result<()> {
         .context("jwt_authn has no providers")?;
     for provider in providers.values_mut() {
         provider["local_jwks"] = serde_json::json!({ "inline_string": jwks.to_string() });
+        provider["jwt_cache_config"] = serde_json::json!({ "jwt_cache_size": cache_entries });
     }
     Ok(())
 }
@@ -62,9 +64,16 @@ pub fn set_wasm_policy(config: &mut Value, policy: &Value) -> Result<()> {
         .pointer_mut("/config/configuration/value")
         .context("the wasm filter has no configuration value")?;
     *value = Value::from(policy.to_string());
-    if let Some(code) = wasm.pointer_mut("/config/vm_config/code/local") {
-        code["filename"] = Value::from(paths::filter_wasm().display().to_string());
-    }
+    set_wasm_module(config, &paths::filter_wasm())
+}
+
+/// Points the config's wasm filter at the module `wasm`.
+pub fn set_wasm_module(config: &mut Value, wasm: &Path) -> Result<()> {
+    let filter = find_typed(config, WASM_TYPE).context("no wasm filter")?;
+    let code = filter
+        .pointer_mut("/config/vm_config/code/local")
+        .context("the wasm filter loads no local module")?;
+    code["filename"] = Value::from(wasm.display().to_string());
     Ok(())
 }
 
@@ -89,12 +98,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts Envoy with `config` (addresses replaced by free ports) and waits until ready.
+    /// Starts Envoy with `config` (addresses replaced by free ports), confined to `cpus`
+    /// (empty: any), and waits until ready.
     pub fn start(
         bin: &Path,
         name: &str,
         mut config: Value,
         concurrency: u32,
+        cpus: &[usize],
         dir: &Path,
     ) -> Result<Self> {
         for pointer in [
@@ -113,7 +124,7 @@ impl Gateway {
         let admin_file = dir.join(format!("{name}-c{concurrency}.admin"));
         let _ = fs::remove_file(&admin_file);
         let log = dir.join(format!("{name}-c{concurrency}.log"));
-        let mut cmd = Command::new(bin);
+        let mut cmd = super::pin::command(bin, cpus);
         cmd.arg("-c")
             .arg(&config_path)
             .arg("--concurrency")

@@ -1,6 +1,5 @@
 //! The bench's figures: medians, run-by-run ratios, targets, the table and the JSON.
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -8,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::pin::Pinning;
 use super::wrk::Outcome;
 use super::Settings;
 
@@ -15,6 +15,10 @@ use super::Settings;
 pub const TARGET_RPS_RATIO: f64 = 0.9;
 /// p99 latency of (3) against (2): at most this.
 pub const TARGET_P99_RATIO: f64 = 1.2;
+/// Distinct tokens (4), ours against the native chain under the same load: throughput at
+/// least this, per algorithm (HS256 is reported without a target).
+pub const TARGET_DISTINCT_RPS_RATIO: [(&str, f64); 3] =
+    [("RS256", 0.4), ("ES256", 0.3), ("EdDSA", 0.6)];
 /// Memory is "bounded" when, after the first 10 % of users, it grows by less than this.
 pub const MEMORY_GROWTH_LIMIT_KIB: u64 = 16 * 1024;
 /// Creates per second through the gateway (seed-004 body, distinct users, 32 connections,
@@ -91,6 +95,11 @@ pub struct ScenarioResult {
     pub median: Sample,
     /// Every run.
     pub runs: Vec<Sample>,
+    /// Envoy CPU per request over no filter (1), µs, run by run: what the chain adds.
+    pub cpu_over_baseline_us: Option<RunByRun>,
+    /// For our filter's rows, Envoy CPU per request over the floor (F), µs, run by run:
+    /// what our filter adds beyond the least any proxy-wasm filter costs.
+    pub cpu_over_floor_us: Option<RunByRun>,
 }
 
 impl ScenarioResult {
@@ -113,45 +122,64 @@ impl ScenarioResult {
             breakdown,
             median,
             runs,
+            cpu_over_baseline_us: None,
+            cpu_over_floor_us: None,
         }
     }
 }
 
-/// `a / b` taken run by run, and the median of those.
+/// A figure of two scenarios taken run by run (run *k* of one against run *k* of the
+/// other: `a / b` or `a - b`), and the median of those.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Ratio {
-    /// Median of the run-by-run ratios.
+pub struct RunByRun {
+    /// Median of the run-by-run figures.
     pub median: f64,
-    /// Each run's ratio.
+    /// Each run's figure.
     pub runs: Vec<f64>,
 }
 
-fn ratio(a: &ScenarioResult, b: &ScenarioResult, f: fn(&Sample) -> f64) -> Ratio {
-    let runs: Vec<f64> = a
-        .runs
-        .iter()
-        .zip(&b.runs)
-        .map(|(x, y)| if f(y) > 0.0 { f(x) / f(y) } else { f64::NAN })
-        .collect();
-    Ratio {
-        median: median(runs.clone()),
-        runs,
+impl RunByRun {
+    fn of(
+        a: &ScenarioResult,
+        b: &ScenarioResult,
+        f: fn(&Sample) -> f64,
+        op: fn(f64, f64) -> f64,
+    ) -> Self {
+        let runs: Vec<f64> = a
+            .runs
+            .iter()
+            .zip(&b.runs)
+            .map(|(x, y)| op(f(x), f(y)))
+            .collect();
+        Self {
+            median: median(runs.clone()),
+            runs,
+        }
     }
+}
+
+fn ratio(a: &ScenarioResult, b: &ScenarioResult, f: fn(&Sample) -> f64) -> RunByRun {
+    RunByRun::of(a, b, f, |x, y| if y > 0.0 { x / y } else { f64::NAN })
+}
+
+/// Envoy CPU per request of `a` over `b`, µs, run by run.
+fn cpu_over(a: &ScenarioResult, b: &ScenarioResult) -> RunByRun {
+    RunByRun::of(a, b, |s| s.cpu_us_per_req, |x, y| x - y)
 }
 
 /// Ratios of one scenario against another.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Ratios {
     /// Throughput.
-    pub rps: Ratio,
+    pub rps: RunByRun,
     /// Median latency.
-    pub p50: Ratio,
+    pub p50: RunByRun,
     /// p99 latency.
-    pub p99: Ratio,
+    pub p99: RunByRun,
     /// p99.9 latency.
-    pub p999: Ratio,
+    pub p999: RunByRun,
     /// Envoy CPU per request.
-    pub cpu_per_req: Ratio,
+    pub cpu_per_req: RunByRun,
 }
 
 fn ratios(a: &ScenarioResult, b: &ScenarioResult) -> Ratios {
@@ -164,22 +192,109 @@ fn ratios(a: &ScenarioResult, b: &ScenarioResult) -> Ratios {
     }
 }
 
-/// Everything measured at one Envoy `--concurrency`.
+/// What one Envoy `--concurrency` measured.
 #[derive(Debug, Clone, Serialize)]
-pub struct ConcurrencyResult {
+pub struct ConcurrencyRun {
     /// Envoy worker threads.
     pub envoy_concurrency: u32,
+    /// Where Envoy and wrk ran.
+    pub pinning: Pinning,
+    /// The machine's load average (1, 5, 15 min) before and after these scenarios: on a
+    /// shared machine, how much CPU the figures had to share.
+    pub load_average: [[f64; 3]; 2],
     /// Every scenario.
     pub scenarios: Vec<ScenarioResult>,
-    /// (3) / (2).
-    pub wasm_vs_native: Ratios,
-    /// (3) / (1).
-    pub wasm_vs_baseline: Ratios,
-    /// (2) / (1).
-    pub native_vs_baseline: Ratios,
     /// The filter's counters after the runs (decisions, cache, …).
     pub filter_stats: Vec<(String, u64)>,
 }
+
+/// One algorithm's distinct-token scenarios, ours against the native chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct DistinctRatios {
+    /// `HS256`, `RS256`, `ES256`, `EdDSA`.
+    pub alg: String,
+    /// `wasm-<alg>` / `native-<alg>`.
+    pub ratios: Ratios,
+}
+
+/// Everything measured at one Envoy `--concurrency`, with its ratios (all zero where a
+/// scenario was left out with `--only`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConcurrencyResult {
+    /// The measurements.
+    #[serde(flatten)]
+    pub run: ConcurrencyRun,
+    /// Ours (3) / native (2).
+    pub wasm_vs_native: Ratios,
+    /// Ours (3) / floor (F).
+    pub wasm_vs_floor: Ratios,
+    /// Floor (F) / native (2).
+    pub floor_vs_native: Ratios,
+    /// Ours (3) / none (1).
+    pub wasm_vs_baseline: Ratios,
+    /// Floor (F) / none (1).
+    pub floor_vs_baseline: Ratios,
+    /// Native (2) / none (1).
+    pub native_vs_baseline: Ratios,
+    /// Distinct tokens (4), ours / native, per algorithm.
+    pub distinct_wasm_vs_native: Vec<DistinctRatios>,
+}
+
+impl ConcurrencyResult {
+    /// The ratios of `run`'s scenarios, and each scenario's CPU over none and over the floor.
+    fn new(mut run: ConcurrencyRun) -> Self {
+        let s = &run.scenarios;
+        let distinct_wasm_vs_native = ALGS
+            .iter()
+            .map(|alg| {
+                let lower = alg.to_ascii_lowercase();
+                DistinctRatios {
+                    alg: (*alg).to_owned(),
+                    ratios: pair(s, &format!("wasm-{lower}"), &format!("native-{lower}")),
+                }
+            })
+            .filter(|d| d.ratios.rps.median > 0.0)
+            .collect();
+        let wasm_vs_native = pair(s, "wasm", "native");
+        let wasm_vs_floor = pair(s, "wasm", "floor");
+        let floor_vs_native = pair(s, "floor", "native");
+        let wasm_vs_baseline = pair(s, "wasm", "baseline");
+        let floor_vs_baseline = pair(s, "floor", "baseline");
+        let native_vs_baseline = pair(s, "native", "baseline");
+        let find = |key: &str| run.scenarios.iter().find(|s| s.key == key).cloned();
+        let (baseline, floor) = (find("baseline"), find("floor"));
+        for s in &mut run.scenarios {
+            if s.key != "baseline" {
+                s.cpu_over_baseline_us = baseline.as_ref().map(|b| cpu_over(s, b));
+            }
+            if s.key.starts_with("wasm") {
+                s.cpu_over_floor_us = floor.as_ref().map(|f| cpu_over(s, f));
+            }
+        }
+        Self {
+            run,
+            wasm_vs_native,
+            wasm_vs_floor,
+            floor_vs_native,
+            wasm_vs_baseline,
+            floor_vs_baseline,
+            native_vs_baseline,
+            distinct_wasm_vs_native,
+        }
+    }
+}
+
+/// Scenario `a` against `b`, by key; all zero when either was not measured.
+fn pair(scenarios: &[ScenarioResult], a: &str, b: &str) -> Ratios {
+    let find = |key: &str| scenarios.iter().find(|s| s.key == key);
+    match (find(a), find(b)) {
+        (Some(a), Some(b)) => ratios(a, b),
+        _ => Ratios::default(),
+    }
+}
+
+/// The algorithm families of the distinct-token scenarios, in table order.
+const ALGS: [&str; 4] = ["HS256", "RS256", "ES256", "EdDSA"];
 
 /// A point of the memory run: requests completed so far, Envoy's RSS.
 #[derive(Debug, Clone, Serialize)]
@@ -518,12 +633,11 @@ fn machine(envoy: &Path, wrk: &Path) -> Machine {
 impl Report {
     /// An empty report.
     pub fn new(settings: &Settings, envoy: &Path, wrk: &Path) -> Self {
-        let mut command = String::from("cargo xtask bench");
-        if settings.smoke {
-            command.push_str(" --smoke");
-        }
-        if settings.envoy_concurrency.is_empty() {
-            command.push_str(" --creates-only");
+        // The command as typed (`cargo xtask` runs this binary with the rest of the line).
+        let mut command = String::from("cargo xtask");
+        for arg in std::env::args().skip(1) {
+            command.push(' ');
+            command.push_str(&arg);
         }
         Self {
             generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -538,27 +652,9 @@ impl Report {
         }
     }
 
-    /// Records one concurrency's scenarios.
-    pub fn add_concurrency(
-        &mut self,
-        envoy_concurrency: u32,
-        scenarios: Vec<ScenarioResult>,
-        filter_stats: Vec<(String, u64)>,
-    ) {
-        let find = |key: &str| scenarios.iter().find(|s| s.key == key);
-        let (wasm_vs_native, wasm_vs_baseline, native_vs_baseline) =
-            match (find("wasm"), find("native"), find("baseline")) {
-                (Some(w), Some(n), Some(b)) => (ratios(w, n), ratios(w, b), ratios(n, b)),
-                _ => Default::default(),
-            };
-        self.results.push(ConcurrencyResult {
-            envoy_concurrency,
-            scenarios,
-            wasm_vs_native,
-            wasm_vs_baseline,
-            native_vs_baseline,
-            filter_stats,
-        });
+    /// Records one concurrency's scenarios, with their ratios.
+    pub fn add_concurrency(&mut self, run: ConcurrencyRun) {
+        self.results.push(ConcurrencyResult::new(run));
     }
 
     /// Computes the targets.
@@ -566,23 +662,46 @@ impl Report {
         self.elapsed_s = elapsed.as_secs_f64();
         let mut targets = Vec::new();
         for r in &self.results {
-            let c = r.envoy_concurrency;
+            let c = format!(
+                "--concurrency {}{}",
+                r.run.envoy_concurrency,
+                if r.run.pinning.pinned {
+                    " (pinned)"
+                } else {
+                    " (unpinned)"
+                }
+            );
             let rps = r.wasm_vs_native.rps.median;
-            targets.push(Target {
-                target: format!(
-                    "cached path (3) throughput ≥ {TARGET_RPS_RATIO}× native (2), --concurrency {c}"
-                ),
-                measured: format!("{rps:.2}×"),
-                met: rps >= TARGET_RPS_RATIO,
-            });
-            let p99 = r.wasm_vs_native.p99.median;
-            targets.push(Target {
-                target: format!(
-                    "cached path (3) p99 ≤ {TARGET_P99_RATIO}× native (2), --concurrency {c}"
-                ),
-                measured: format!("{p99:.2}×"),
-                met: p99 > 0.0 && p99 <= TARGET_P99_RATIO,
-            });
+            if rps > 0.0 {
+                targets.push(Target {
+                    target: format!(
+                        "cached path (3) throughput ≥ {TARGET_RPS_RATIO}× native (2), {c}"
+                    ),
+                    measured: format!("{rps:.2}×"),
+                    met: rps >= TARGET_RPS_RATIO,
+                });
+                let p99 = r.wasm_vs_native.p99.median;
+                targets.push(Target {
+                    target: format!("cached path (3) p99 ≤ {TARGET_P99_RATIO}× native (2), {c}"),
+                    measured: format!("{p99:.2}×"),
+                    met: p99 > 0.0 && p99 <= TARGET_P99_RATIO,
+                });
+            }
+            for d in &r.distinct_wasm_vs_native {
+                let Some((_, floor)) = TARGET_DISTINCT_RPS_RATIO.iter().find(|(a, _)| *a == d.alg)
+                else {
+                    continue;
+                };
+                let rps = d.ratios.rps.median;
+                targets.push(Target {
+                    target: format!(
+                        "distinct {} tokens (4): ours ≥ {floor}× the native chain's throughput, {c}",
+                        d.alg
+                    ),
+                    measured: format!("{rps:.2}×"),
+                    met: rps >= *floor,
+                });
+            }
         }
         if let Some(m) = &self.memory {
             targets.push(Target {
@@ -627,188 +746,6 @@ impl Report {
         }
         self.targets = targets;
     }
-
-    /// The human table (Markdown, so it can go into the README as is).
-    pub fn table(&self) -> String {
-        let mut t = String::new();
-        let s = &self.settings;
-        if self.results.is_empty() {
-            let _ = writeln!(
-                t,
-                "\n`{}` — {} — {} ({} CPUs), Envoy {}, commit {}",
-                self.command,
-                self.generated_at,
-                self.machine.cpu,
-                self.machine.cpus,
-                envoy_version(&self.machine.envoy),
-                self.machine.commit,
-            );
-        } else {
-            let _ = writeln!(
-            t,
-            "\n`{}` — {} — {} ({} CPUs), Envoy {}, wrk {} connections / {} threads, {} s × {} run(s) per figure (medians), commit {}\n",
-            self.command,
-            self.generated_at,
-            self.machine.cpu,
-            self.machine.cpus,
-            envoy_version(&self.machine.envoy),
-            s.connections,
-            s.wrk_threads,
-            s.duration_s,
-            s.runs,
-            self.machine.commit,
-        );
-        }
-        self.scenario_tables(&mut t);
-        if let Some(m) = &self.memory {
-            let _ = writeln!(
-                t,
-                "\nMemory (Envoy VmRSS, --concurrency 2): {:.1} MiB at start → {:.1} MiB after {} distinct users through the rate limiter and the idempotency store ({} answered 2xx; peak {:.1} MiB; {:.1} MiB at 10 %; {:.0} req/s; {} errors). Limits: {}.",
-                m.rss_start_kib as f64 / 1024.0,
-                m.rss_end_kib as f64 / 1024.0,
-                m.users,
-                m.passed_2xx,
-                m.rss_peak_kib as f64 / 1024.0,
-                m.rss_at_10pct_kib as f64 / 1024.0,
-                m.rps,
-                m.non_2xx,
-                m.limits
-            );
-        }
-        if let Some(c) = &self.creates {
-            let _ = writeln!(
-                t,
-                "\nCreates: `POST /api/workspaces`, seed-004 body, a distinct user per create ({} users through the gateway), {} s per figure:\n",
-                c.users, s.creates_s
-            );
-            let _ = writeln!(
-                t,
-                "| via | durability | connections | Idempotency-Key | creates/s | p50 ms | p99 ms | errors | Envoy CPU µs/create | runner CPU µs/create |"
-            );
-            let _ = writeln!(t, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|");
-            for r in &c.rows {
-                let _ = writeln!(
-                    t,
-                    "| {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {} | {:.0} | {:.0} |",
-                    r.via,
-                    r.durability,
-                    r.connections,
-                    if r.idempotency_key { "yes" } else { "no" },
-                    r.creates_per_s,
-                    r.p50_us / 1000.0,
-                    r.p99_us / 1000.0,
-                    r.non_2xx + r.socket_errors,
-                    r.envoy_cpu_us_per_req,
-                    r.runner_cpu_us_per_req
-                );
-            }
-            let rates = &c.commit_rates;
-            let _ = writeln!(
-                t,
-                "\nThe disk, same run (`spin-runner commit-rate`, one row per commit): {:.0} commits/s with SQLite's defaults (rollback journal, synchronous=FULL), {:.0}/s in WAL with a sync per commit (synchronous=FULL), {:.0}/s in WAL without (synchronous=NORMAL).",
-                rates.rollback_full, rates.wal_full, rates.wal_normal
-            );
-            let [before, after] = c.load_average;
-            let _ = writeln!(
-                t,
-                "Load average of the machine (1/5/15 min, {} CPUs): {:.2} {:.2} {:.2} before, {:.2} {:.2} {:.2} after.",
-                self.machine.cpus, before[0], before[1], before[2], after[0], after[1], after[2]
-            );
-        }
-        let _ = writeln!(t, "\nTargets:\n");
-        for target in &self.targets {
-            let _ = writeln!(
-                t,
-                "- {}: **{}** ({})",
-                target.target,
-                if target.met { "met" } else { "not met" },
-                target.measured
-            );
-        }
-        if self.settings.smoke {
-            let _ = writeln!(
-                t,
-                "\n(smoke run: figures prove the bench works, they are too short to compare)"
-            );
-        }
-        t
-    }
-
-    /// The side-by-side scenarios and their ratios (none in a `--creates-only` run).
-    fn scenario_tables(&self, t: &mut String) {
-        if self.results.is_empty() {
-            return;
-        }
-        let _ = writeln!(
-            t,
-            "| scenario | Envoy workers | req/s | p50 ms | p99 ms | p99.9 ms | Envoy CPU µs/req |"
-        );
-        let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|");
-        let keys: Vec<&str> = self
-            .results
-            .first()
-            .map(|r| r.scenarios.iter().map(|s| s.key.as_str()).collect())
-            .unwrap_or_default();
-        for key in keys {
-            for r in &self.results {
-                if let Some(sc) = r.scenarios.iter().find(|s| s.key == key) {
-                    let m = &sc.median;
-                    let flag = if m.non_2xx + m.socket_errors > 0 {
-                        format!(" ⚠ {} errors", m.non_2xx + m.socket_errors)
-                    } else {
-                        String::new()
-                    };
-                    let _ = writeln!(
-                        t,
-                        "| {}{} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} |",
-                        sc.label.trim(),
-                        flag,
-                        r.envoy_concurrency,
-                        m.rps,
-                        m.p50_us / 1000.0,
-                        m.p99_us / 1000.0,
-                        m.p999_us / 1000.0,
-                        m.cpu_us_per_req
-                    );
-                }
-            }
-        }
-        let _ = writeln!(t, "\nRatios, run by run, median:\n");
-        let mut header = String::from("| ratio |");
-        let mut rule = String::from("|---|");
-        for r in &self.results {
-            let _ = write!(header, " {} worker(s) |", r.envoy_concurrency);
-            rule.push_str("---:|");
-        }
-        let _ = writeln!(t, "{header}\n{rule}");
-        let rows: [RatioRow; 7] = [
-            ("(3)/(2) throughput", |r| r.wasm_vs_native.rps.median),
-            ("(3)/(2) p99", |r| r.wasm_vs_native.p99.median),
-            ("(3)/(2) CPU per request", |r| {
-                r.wasm_vs_native.cpu_per_req.median
-            }),
-            ("(3)/(1) throughput", |r| r.wasm_vs_baseline.rps.median),
-            ("(3)/(1) p99", |r| r.wasm_vs_baseline.p99.median),
-            ("(2)/(1) throughput", |r| r.native_vs_baseline.rps.median),
-            ("(2)/(1) p99", |r| r.native_vs_baseline.p99.median),
-        ];
-        for (name, f) in rows {
-            let mut line = format!("| {name} |");
-            for r in &self.results {
-                let _ = write!(line, " {:.2}× |", f(r));
-            }
-            let _ = writeln!(t, "{line}");
-        }
-    }
-}
-
-/// A row of the ratio table: its name and how to read it from one concurrency's results.
-type RatioRow = (&'static str, fn(&ConcurrencyResult) -> f64);
-
-/// `<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL` → `1.40.0`.
-fn envoy_version(line: &str) -> String {
-    let after = line.split("version:").nth(1).unwrap_or(line);
-    after.trim().split('/').nth(1).unwrap_or(line).to_owned()
 }
 
 #[cfg(test)]
@@ -842,5 +779,67 @@ mod tests {
         let r = ratios(&a, &b);
         assert!((r.rps.median - 0.9).abs() < 1e-9);
         assert!((r.p99.median - 1.2).abs() < 1e-9);
+    }
+
+    /// A scenario whose runs cost `cpu` µs per request at `rps` requests per second.
+    fn scenario(key: &str, runs: &[(f64, f64)]) -> ScenarioResult {
+        let runs = runs
+            .iter()
+            .map(|&(rps, cpu)| Sample {
+                rps,
+                p99_us: 1000.0,
+                cpu_us_per_req: cpu,
+                ..Sample::default()
+            })
+            .collect();
+        ScenarioResult::new(key, key, false, runs)
+    }
+
+    #[test]
+    fn what_each_chain_adds_over_none_and_ours_over_the_floor() {
+        let run = ConcurrencyRun {
+            envoy_concurrency: 1,
+            pinning: Pinning::plan(1, &[0, 1], true, true, 2),
+            load_average: [[0.0; 3]; 2],
+            scenarios: vec![
+                scenario("baseline", &[(100.0, 30.0), (90.0, 34.0)]),
+                scenario("native", &[(60.0, 60.0), (50.0, 70.0)]),
+                scenario("floor", &[(66.0, 45.0), (60.0, 50.0)]),
+                scenario("wasm", &[(30.0, 105.0), (30.0, 110.0)]),
+                scenario("native-rs256", &[(40.0, 150.0), (40.0, 160.0)]),
+                scenario("wasm-rs256", &[(4.0, 900.0), (8.0, 900.0)]),
+            ],
+            filter_stats: Vec::new(),
+        };
+        let r = ConcurrencyResult::new(run);
+        let find = |key: &str| r.run.scenarios.iter().find(|s| s.key == key).unwrap();
+        let over = |key: &str, floor: bool| {
+            let s = find(key);
+            let d = if floor {
+                &s.cpu_over_floor_us
+            } else {
+                &s.cpu_over_baseline_us
+            };
+            d.as_ref().map(|d| d.median)
+        };
+        assert_eq!(over("baseline", false), None);
+        assert_eq!(over("native", false), Some(33.0), "(30 + 36) / 2");
+        assert_eq!(
+            over("native", true),
+            None,
+            "only our rows against the floor"
+        );
+        assert_eq!(over("floor", true), None);
+        assert_eq!(over("wasm", true), Some(60.0));
+        assert_eq!(over("wasm-rs256", true), Some(852.5));
+        assert!((r.wasm_vs_floor.rps.median - 0.477_272_7).abs() < 1e-6);
+        assert!((r.floor_vs_native.rps.median - 1.15).abs() < 1e-9);
+        assert_eq!(
+            r.distinct_wasm_vs_native.len(),
+            1,
+            "RS256 alone was measured"
+        );
+        assert_eq!(r.distinct_wasm_vs_native[0].alg, "RS256");
+        assert!((r.distinct_wasm_vs_native[0].ratios.rps.median - 0.15).abs() < 1e-9);
     }
 }

@@ -126,6 +126,8 @@ pub struct Load<'a> {
     pub connections: u32,
     /// wrk threads (one token file each).
     pub threads: u32,
+    /// The CPUs wrk is confined to (empty: any).
+    pub cpus: &'a [usize],
     /// End when every thread has used its file once.
     pub stop_at_eof: bool,
 }
@@ -180,7 +182,7 @@ pub fn run(bin: &Path, work: &Path, load: &Load<'_>) -> Result<Outcome> {
         let _ = fs::remove_file(m);
     }
     let secs = load.duration.as_secs_f64().max(1.0).ceil() as u64;
-    let mut cmd = Command::new(bin);
+    let mut cmd = super::pin::command(bin, load.cpus);
     cmd.arg("-t")
         .arg(load.threads.to_string())
         .arg("-c")
