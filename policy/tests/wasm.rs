@@ -208,3 +208,36 @@ fn bad_configs_name_their_field() {
         .unwrap_err();
     assert_eq!(err.field, "extra");
 }
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn key_fetch_schedule() {
+    use edge_policy::keyfetch::{Command, Fetch, Hold, KeyFetcher, KeyServer};
+    struct Server(u32);
+    impl KeyServer for Server {
+        fn start(&mut self, _fetch: &Fetch<'_>) -> Option<u32> {
+            self.0 += 1;
+            Some(self.0)
+        }
+    }
+    let keys = Keys::new(1);
+    let cfg = json!({
+        "issuers": [{"issuer": "idp", "audiences": ["api"], "algorithms": ["EdDSA"],
+                     "remote_jwks": {"cluster": "c", "authority": "a", "path": "/jwks", "refresh_interval": "60s"}}],
+        "identity": {"hmac_key": "0123456789abcdef0123456789abcdef"},
+        "routes": []
+    });
+    let policy = Policy::from_json(cfg.to_string().as_bytes()).unwrap();
+    let mut f = KeyFetcher::new(&policy);
+    let mut server = Server(0);
+    assert_eq!(f.hold(7, 0, false, "r", 0, &mut server), Hold::Wait);
+    let set = json!({"keys": [keys.jwk("ed")]}).to_string();
+    let got = f.fetched(1, b"200", set.as_bytes(), 10);
+    assert!(
+        matches!(got.as_slice(), [Command::Install { .. }, Command::Resume(w)] if w.request == "r")
+    );
+    f.tick(60_009, &mut server);
+    assert_eq!(server.0, 1, "not due yet");
+    f.tick(60_010, &mut server);
+    assert_eq!(server.0, 2, "refreshed");
+}
