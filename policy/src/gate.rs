@@ -288,24 +288,16 @@ impl Worker {
             }
         }
         let policy = Arc::clone(&self.policy);
-        let route_index = policy
-            .routes
-            .iter()
-            .position(|r| r.method == target.method && r.path.matches(target.instance));
+        let route_index = policy.routes.position(target.method, target.instance);
         if route_index.is_none() && policy.unmatched == Unmatched::Reject {
-            let allowed: Vec<&str> = policy
-                .routes
-                .iter()
-                .filter(|r| r.path.matches(target.instance))
-                .map(|r| r.method.as_str())
-                .collect();
+            let allowed = policy.routes.methods(target.instance);
             if allowed.is_empty() {
                 return pending.reject(catalogue::no_route());
             }
             return pending.reject(catalogue::method_not_allowed(&allowed));
         }
         pending.route = route_index;
-        let route = route_index.and_then(|i| policy.routes.iter().nth(i));
+        let route = route_index.and_then(|i| policy.routes.get(i));
 
         let verified = match self.authenticate(req, host, may_wait) {
             Ok(v) => v,
@@ -440,7 +432,7 @@ impl Worker {
         if body.len() > policy.limits.max_body_bytes {
             return pending.reject(catalogue::too_large(policy.limits.max_body_bytes));
         }
-        let Some(route) = pending.route.and_then(|i| policy.routes.iter().nth(i)) else {
+        let Some(route) = pending.route.and_then(|i| policy.routes.get(i)) else {
             return Step::Forward;
         };
         let Some(verified) = pending.verified.as_ref() else {

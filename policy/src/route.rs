@@ -127,10 +127,30 @@ impl RouteTable {
 
     /// The route for `method` and `path` (query string allowed; it is ignored).
     pub fn find(&self, method: &str, path: &str) -> Option<&Route> {
+        self.position(method, path).and_then(|i| self.get(i))
+    }
+
+    /// The index of the route serving `method` on `path` (query and fragment ignored).
+    pub fn position(&self, method: &str, path: &str) -> Option<usize> {
         let path = path.split(['?', '#']).next().unwrap_or(path);
         self.routes
             .iter()
-            .find(|r| r.method == method && r.path.matches(path))
+            .position(|r| r.method == method && r.path.matches(path))
+    }
+
+    /// The route at `index`.
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
+    }
+
+    /// The methods served on `path`, for `Allow` (empty: no route has this path).
+    pub fn methods(&self, path: &str) -> Vec<&str> {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        self.routes
+            .iter()
+            .filter(|r| r.path.matches(path))
+            .map(|r| r.method.as_str())
+            .collect()
     }
 
     /// All routes.

@@ -440,7 +440,9 @@ fn real_responses_through_the_gateway_conform_to_the_document() {
         row("PUT", settings.clone(), Owner)
             .body("text/plain", "on")
             .gets(415, "unsupported-media-type"),
-        row("GET", "/api/orgs/nope/settings", Member).gets(404, "not-found"),
+        // The edge decides the organization from the path: a caller who is no member of it
+        // gets 403, which does not tell whether it exists.
+        row("GET", "/api/orgs/nope/settings", Member).gets(403, "forbidden"),
         row("GET", settings.clone(), Outsider).gets(403, "forbidden"),
         row("DELETE", settings.clone(), Owner).gets(405, "method-not-allowed"),
         // POST /api/v3/workspaces
