@@ -35,8 +35,9 @@
 //! between queueing its entry and recording its nonce leaves that record behind (one key,
 //! never an early deletion: nothing is forgotten before every verifier refuses it).
 //!
-//! Cost: recording is three writes and a read; sweeping one slot a read and three writes,
-//! and finding the front not due one read. Every accepted request pays it, whatever its
+//! Cost: recording is three writes and a read; sweeping one slot a read and two writes (the
+//! tail's `increment`, then the nonce and the slot in one `delete_many` batch), and finding
+//! the front not due one read. Every accepted request pays it, whatever its
 //! method, since a replayed read is a replay too.
 
 use crate::store::{Kv, StoreError};
@@ -204,7 +205,9 @@ fn settle(kv: &dyn Kv, ticket: i64, content: Option<&[u8]>, now: i64) -> Result<
         Some(entry) if !entry.due(now) => {
             enqueue(kv, &entry)?;
         }
-        Some(entry) => kv.delete(&seen_key(&entry.nonce))?,
+        // Forgotten with its slot in one batch: whichever goes first, the slot is past the
+        // tail, so no other sweeper visits it.
+        Some(entry) => return kv.delete_many(&[&seen_key(&entry.nonce), &slot_key(ticket)]),
         // Not an entry this code wrote: nothing to forget but the slot.
         None => {}
     }

@@ -66,9 +66,12 @@ fn get_json<T: serde::de::DeserializeOwned>(
     }
 }
 
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError(e.to_string()))
+}
+
 fn set_json<T: serde::Serialize>(kv: &dyn Kv, key: &str, value: &T) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| StoreError(e.to_string()))?;
-    kv.set(key, &bytes)
+    kv.set(key, &to_json(value)?)
 }
 
 /// A workspace as stored: the API's fields, and the index slot that lists it.
@@ -92,8 +95,13 @@ pub fn create_workspace(kv: &dyn Kv, ws: &Workspace, owner: &Membership) -> Resu
         workspace: ws.clone(),
         slot: Some(slot),
     };
-    set_json(kv, &ws_key(&ws.workspace_id), &stored)?;
-    set_json(kv, &member_key(&ws.workspace_id, &owner.user), owner)?;
+    // One batch: either may land first, and [`resume_workspace`] finishes a half-written one.
+    let record = to_json(&stored)?;
+    let membership = to_json(owner)?;
+    kv.set_many(&[
+        (&ws_key(&ws.workspace_id), &record),
+        (&member_key(&ws.workspace_id, &owner.user), &membership),
+    ])?;
     kv.set(&idx_key(&ws.org_id, slot), ws.workspace_id.as_bytes())
 }
 
@@ -182,12 +190,17 @@ pub fn resume_v3(
 
 /// Stores a v3 workspace and its owner.
 pub fn create_v3(kv: &dyn Kv, ws: &V3Workspace, owner: &Membership) -> Result<(), StoreError> {
-    set_json(
-        kv,
-        &member_key(&format!("v3-{}", ws.id), &owner.user),
-        owner,
-    )?;
-    set_json(kv, &v3_key(ws.id), ws)
+    // One batch: a membership without its record is invisible (reads start from the
+    // record), and [`resume_v3`] writes a missing membership.
+    let membership = to_json(owner)?;
+    let record = to_json(ws)?;
+    kv.set_many(&[
+        (
+            &member_key(&format!("v3-{}", ws.id), &owner.user),
+            &membership,
+        ),
+        (&v3_key(ws.id), &record),
+    ])
 }
 
 /// The v3 workspace with this ID.

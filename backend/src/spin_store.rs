@@ -1,6 +1,7 @@
 //! [`Kv`] on Spin's key-value store: `fermyon:spin/key-value` for reads and writes,
-//! `wasi:keyvalue/atomics` for the counter and compare-and-swap. Both name the same store
-//! (the component's `default` store), so Spin and the local runner back them with one table.
+//! `wasi:keyvalue/atomics` for the counter and compare-and-swap, `wasi:keyvalue/batch` for
+//! writes that go together. All name the same store (the component's `default` store), so
+//! Spin and the local runner back them with one table.
 //!
 //! A compare-and-swap is two host calls, `cas.current()` then `swap`. Spin's SQLite store
 //! makes the swap a conditional `UPDATE .. WHERE value = <current>` when the key had a
@@ -10,7 +11,7 @@
 //! therefore never let a swap from absent decide between writers (see `idempotency`).
 
 use spin_sdk::key_value::Store;
-use spin_sdk::wit::wasi::keyvalue::{atomics, store as wasi_store};
+use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store as wasi_store};
 
 use crate::store::{Kv, StoreError};
 
@@ -74,5 +75,18 @@ impl Kv for SpinKv {
             Err(atomics::CasError::CasFailed(_)) => Ok(false),
             Err(atomics::CasError::StoreError(e)) => Err(wasi_error(e)),
         }
+    }
+
+    fn set_many(&self, pairs: &[(&str, &[u8])]) -> Result<(), StoreError> {
+        let owned: Vec<(String, Vec<u8>)> = pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.to_vec()))
+            .collect();
+        batch::set_many(&self.bucket, &owned).map_err(wasi_error)
+    }
+
+    fn delete_many(&self, keys: &[&str]) -> Result<(), StoreError> {
+        let owned: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        batch::delete_many(&self.bucket, &owned).map_err(wasi_error)
     }
 }

@@ -48,6 +48,20 @@ pub trait Kv {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, StoreError>;
+    /// Writes every pair, in one host call where the host has batches
+    /// (`wasi:keyvalue/batch`). Not atomic, as that interface says: others may see the
+    /// writes one by one, in any order, and a failure may leave some done. So callers batch
+    /// only writes that may land in any order, and order what must come later after it.
+    fn set_many(&self, pairs: &[(&str, &[u8])]) -> Result<(), StoreError> {
+        pairs
+            .iter()
+            .try_for_each(|(key, value)| self.set(key, value))
+    }
+    /// Removes every key, in one host call where the host has batches; not atomic either
+    /// (see [`Kv::set_many`]).
+    fn delete_many(&self, keys: &[&str]) -> Result<(), StoreError> {
+        keys.iter().try_for_each(|key| self.delete(key))
+    }
 }
 
 /// What a compare-and-swap does when the key was absent at `cas.current()` and has been
