@@ -24,7 +24,10 @@ pub fn on_answer(vm: &mut Vm, token: u32, body_size: usize) {
     // `body_size` is the server's; how much of it is read is the schedule's bound.
     let limit = body_size.min(keyfetch::MAX_BODY_READ);
     let body = abi::buffer(Buffer::HttpCallResponseBody, 0, limit).unwrap_or_default();
-    let commands = vm.keys.fetched(token, &status, &body, host::now_ms());
+    let now = host::now_ms();
+    let commands = vm
+        .keys
+        .fetched(token, &status, &body, now, &mut KeyCalls(&mut vm.metrics));
     run(vm, commands);
 }
 

@@ -19,7 +19,7 @@ use crate::route::{PathPattern, Route, RouteTable};
 
 mod issuer;
 mod raw;
-pub use issuer::{Issuer, RemoteJwks};
+pub use issuer::{Discovery, Issuer, RemoteJwks};
 pub use raw::{
     IdempotencyMode, OrgSource, RawConfig, RawIdempotency, RawIdentity, RawIssuer, RawLimits,
     RawRateLimit, RawRemoteJwks, RawRoute, Unmatched,

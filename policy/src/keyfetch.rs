@@ -20,6 +20,11 @@
 //! - **lost answer**: a fetch whose answer never comes (the request context that started it
 //!   went away, and the host dropped its callback) stops counting as in flight
 //!   [`LOST_CALL_GRACE`] after its timeout, so the schedule never stalls behind it.
+//! - **OpenID Connect discovery** (`remote_jwks.discovery`): a load or scheduled refresh
+//!   reads the discovery document first; when it states the configured issuer and a usable
+//!   `jwks_uri`, the key set there is fetched at once. A failure of either counts as the
+//!   fetch's failure, and the next attempt reads the discovery document again. An unknown
+//!   `kid` refetches the key set where discovery last found it.
 //!
 //! A request whose issuer's keys are missing (or lack its `kid`) waits for the fetch in
 //! flight, at most `limits.key_wait`; at most `limits.max_waiting_for_keys` wait at once.
@@ -28,7 +33,9 @@
 
 use std::time::Duration;
 
-use crate::config::{Policy, RemoteJwks};
+use serde::Deserialize;
+
+use crate::config::{Discovery, Policy, RemoteJwks};
 use crate::duration;
 use crate::jwks::JwkSet;
 
@@ -68,6 +75,110 @@ pub struct Fetch<'a> {
     pub headers: [(&'static str, &'a str); 4],
     /// The call's timeout: the host answers (with a failure) by then.
     pub timeout: Duration,
+}
+
+/// An absolute `http(s)` URL, split into what a fetch through a cluster sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location<'a> {
+    /// `https`.
+    pub secure: bool,
+    /// The host and port: the fetch's `:authority`.
+    pub authority: &'a str,
+    /// The path (and query), starting with `/`; the fragment is dropped.
+    pub path: &'a str,
+}
+
+impl<'a> Location<'a> {
+    /// Splits `url`; `None` unless it is `https://` or `http://`, a host without user
+    /// information, and printable ASCII.
+    pub fn parse(url: &'a str) -> Option<Self> {
+        let (secure, rest) = match url.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, url.strip_prefix("http://")?),
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let tail = tail.split('#').next().unwrap_or_default();
+        let printable = |t: &str| t.bytes().all(|b| b.is_ascii_graphic());
+        if authority.is_empty() || authority.contains('@') || !printable(authority) {
+            return None;
+        }
+        let path = match tail {
+            "" => "/",
+            t if t.starts_with('/') && printable(t) => t,
+            _ => return None,
+        };
+        Some(Self {
+            secure,
+            authority,
+            path,
+        })
+    }
+}
+
+/// The part of an OpenID Connect discovery document the fetcher reads.
+#[derive(Deserialize)]
+struct DiscoveryDocument {
+    issuer: String,
+    jwks_uri: String,
+}
+
+/// Where a key set is fetched from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    cluster: String,
+    authority: String,
+    path: String,
+}
+
+/// Reads a discovery document's answer: where the key set is, or why it cannot be used.
+fn discovered(
+    discovery: &Discovery,
+    remote: &RemoteJwks,
+    status: &[u8],
+    body: &[u8],
+) -> Result<Target, String> {
+    if status != b"200" {
+        return Err(format!(
+            "discovery: status {}",
+            String::from_utf8_lossy(status)
+        ));
+    }
+    if body.len() > JwkSet::MAX_BYTES {
+        return Err(format!(
+            "discovery: document larger than {} bytes",
+            JwkSet::MAX_BYTES
+        ));
+    }
+    let doc: DiscoveryDocument = serde_json::from_slice(body)
+        .map_err(|e| format!("discovery: not a discovery document ({e})"))?;
+    if doc.issuer != discovery.issuer {
+        return Err(format!(
+            "discovery: the document states issuer {:?}, not the configured one",
+            doc.issuer
+        ));
+    }
+    let Some(at) = Location::parse(&doc.jwks_uri) else {
+        return Err("discovery: `jwks_uri` is not an absolute http(s) URL".into());
+    };
+    if discovery.secure && !at.secure {
+        return Err("discovery: `jwks_uri` is not https".into());
+    }
+    let cluster = if at.authority == remote.authority {
+        remote.cluster.clone()
+    } else {
+        discovery.jwks_cluster.clone().ok_or_else(|| {
+            format!(
+                "discovery: `jwks_uri` is on host {:?}; name a cluster that reaches it in `remote_jwks.jwks_cluster`",
+                at.authority
+            )
+        })?
+    };
+    Ok(Target {
+        cluster,
+        authority: at.authority.to_owned(),
+        path: at.path.to_owned(),
+    })
 }
 
 /// Starts fetches: the host's HTTP call.
@@ -118,15 +229,34 @@ pub enum Command<W> {
     Resume(Waiter<W>),
 }
 
+/// Which document a fetch reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Document {
+    Keys,
+    Discovery,
+}
+
+/// A fetch in flight.
+#[derive(Debug)]
+struct Call {
+    token: u32,
+    since_ms: u64,
+    document: Document,
+}
+
 #[derive(Debug)]
 struct Schedule {
     remote: RemoteJwks,
-    /// The fetch in flight: its token and when it started.
-    call: Option<(u32, u64)>,
+    /// The fetch in flight.
+    call: Option<Call>,
     /// When a fetch last started (or failed to start).
     last_attempt_ms: Option<u64>,
     /// When the next scheduled fetch is due.
     next_due_ms: u64,
+    /// Where discovery last found the key set.
+    found: Option<Target>,
+    /// The next load or scheduled refresh reads the discovery document first.
+    rediscover: bool,
 }
 
 #[derive(Debug)]
@@ -155,10 +285,12 @@ impl<W> KeyFetcher<W> {
             .iter()
             .map(|i| {
                 i.remote.clone().map(|remote| Schedule {
+                    rediscover: remote.discovery.is_some(),
                     remote,
                     call: None,
                     last_attempt_ms: None,
                     next_due_ms: 0,
+                    found: None,
                 })
             })
             .collect();
@@ -227,27 +359,45 @@ impl<W> KeyFetcher<W> {
 
     /// The answer to the fetch `token`: its `:status` and (up to [`MAX_BODY_READ`]) body.
     /// Installs the keys or reports the failure, schedules the next fetch, and resumes the
-    /// requests that waited for them. An answer to no fetch in flight is ignored.
+    /// requests that waited for them; a discovery document's answer starts the key set's
+    /// fetch instead, through `server`. An answer to no fetch in flight is ignored.
     pub fn fetched(
         &mut self,
         token: u32,
         status: &[u8],
         body: &[u8],
         now_ms: u64,
+        server: &mut dyn KeyServer,
     ) -> Vec<Command<W>> {
         let Some((issuer, schedule)) = self.issuers.iter_mut().enumerate().find_map(|(i, s)| {
             s.as_mut()
-                .filter(|s| s.call.is_some_and(|(t, _)| t == token))
+                .filter(|s| s.call.as_ref().is_some_and(|c| c.token == token))
                 .map(|s| (i, s))
         }) else {
             return Vec::new();
         };
-        schedule.call = None;
-        let parsed = if status == b"200" {
-            JwkSet::from_slice(body).map_err(|e| e.to_string())
-        } else {
-            Err(format!("status {}", String::from_utf8_lossy(status)))
+        let document = schedule.call.take().map_or(Document::Keys, |c| c.document);
+        let parsed = match (document, &schedule.remote.discovery) {
+            (Document::Discovery, Some(discovery)) => {
+                match discovered(discovery, &schedule.remote, status, body) {
+                    Ok(target) => {
+                        schedule.found = Some(target);
+                        schedule.rediscover = false;
+                        // The key set now; the requests keep waiting for it. One that
+                        // cannot start is retried later and has already been reported.
+                        if self.in_flight(issuer, now_ms, false, server) {
+                            return Vec::new();
+                        }
+                        return self.resume(|p| p.issuer == issuer);
+                    }
+                    Err(why) => Err(why),
+                }
+            }
+            _ if status == b"200" => JwkSet::from_slice(body).map_err(|e| e.to_string()),
+            _ => Err(format!("status {}", String::from_utf8_lossy(status))),
         };
+        // Every load and scheduled refresh after this one reads the discovery document again.
+        schedule.rediscover = schedule.remote.discovery.is_some();
         let first = match parsed {
             Ok(keys) => {
                 schedule.next_due_ms =
@@ -281,7 +431,7 @@ impl<W> KeyFetcher<W> {
         let Some(Some(s)) = self.issuers.get_mut(issuer) else {
             return false;
         };
-        if let Some((_, since)) = s.call {
+        if let Some(since) = s.call.as_ref().map(|c| c.since_ms) {
             let lost_at = since
                 .saturating_add(duration::millis(s.remote.timeout))
                 .saturating_add(duration::millis(LOST_CALL_GRACE));
@@ -298,20 +448,39 @@ impl<W> KeyFetcher<W> {
             return false;
         }
         s.last_attempt_ms = Some(now_ms);
+        // An unknown `kid` refetches the key set where discovery last found it.
+        let discover =
+            s.remote.discovery.is_some() && (s.found.is_none() || (s.rediscover && !unknown_kid));
+        let (document, cluster, authority, path) = match &s.found {
+            Some(t) if !discover => (Document::Keys, &t.cluster, &t.authority, &t.path),
+            _ => {
+                let document = if discover {
+                    Document::Discovery
+                } else {
+                    Document::Keys
+                };
+                let r = &s.remote;
+                (document, &r.cluster, &r.authority, &r.path)
+            }
+        };
         let fetch = Fetch {
             issuer,
-            cluster: &s.remote.cluster,
+            cluster,
             headers: [
                 (":method", "GET"),
-                (":path", &s.remote.path),
-                (":authority", &s.remote.authority),
+                (":path", path),
+                (":authority", authority),
                 ("accept", "application/json"),
             ],
             timeout: s.remote.timeout,
         };
         match server.start(&fetch) {
             Some(token) => {
-                s.call = Some((token, now_ms));
+                s.call = Some(Call {
+                    token,
+                    since_ms: now_ms,
+                    document,
+                });
                 true
             }
             None => {

@@ -177,7 +177,7 @@ fn after_a_success_the_next_fetch_is_refresh_interval_later() {
     f.tick(0, &mut server);
     let token = server.token(IDP);
     server.take();
-    let got = f.fetched(token, b"200", &good_set(), 700);
+    let got = f.fetched(token, b"200", &good_set(), 700, &mut server);
     assert_eq!(summary(&got), ["install 1 (1 keys)"]);
     // refresh_interval 60s, counted from the answer.
     let mut t = 800;
@@ -189,7 +189,7 @@ fn after_a_success_the_next_fetch_is_refresh_interval_later() {
     f.tick(60_700, &mut server);
     assert!(server.started(IDP));
     // And again after the next success.
-    let got = f.fetched(server.token(IDP), b"200", &good_set(), 61_000);
+    let got = f.fetched(server.token(IDP), b"200", &good_set(), 61_000, &mut server);
     assert_eq!(summary(&got), ["install 1 (1 keys)"]);
     f.tick(120_999, &mut server);
     assert!(!server.started(IDP));
@@ -230,9 +230,9 @@ fn after_a_failure_the_retry_comes_sooner_and_the_keys_stay() {
         let mut f = fetcher();
         let mut server = Server::default();
         f.tick(0, &mut server);
-        f.fetched(server.token(IDP), b"200", &good_set(), 100);
+        f.fetched(server.token(IDP), b"200", &good_set(), 100, &mut server);
         f.tick(60_100, &mut server);
-        let got = f.fetched(server.token(IDP), status, &body, 60_200);
+        let got = f.fetched(server.token(IDP), status, &body, 60_200, &mut server);
         let got = summary(&got);
         assert_eq!(got.len(), 1, "{name}: {got:?}");
         assert!(
@@ -302,14 +302,14 @@ fn a_request_waits_for_the_fetch_in_flight_and_resumes_when_it_lands() {
         "they join the fetches in flight"
     );
     assert_eq!(f.waiting(), 3);
-    let got = f.fetched(server.token(IDP), b"200", &good_set(), 300);
+    let got = f.fetched(server.token(IDP), b"200", &good_set(), 300, &mut server);
     assert_eq!(
         summary(&got),
         ["install 1 (1 keys)", "resume a", "resume c"]
     );
     // Issuer 2's request keeps waiting for its own keys; a failure resumes it too.
     assert_eq!(f.waiting(), 1);
-    let got = f.fetched(server.token(OTHER), b"500", b"", 400);
+    let got = f.fetched(server.token(OTHER), b"500", b"", 400, &mut server);
     assert_eq!(summary(&got), ["failed 2: status 500", "resume b"]);
     assert_eq!(f.waiting(), 0);
 }
@@ -323,7 +323,7 @@ fn a_request_that_needs_keys_starts_the_first_load_itself() {
     // The tick loads the others, and leaves the fetch in flight alone.
     f.tick(200, &mut server);
     assert_eq!(server.take(), [IDP, DEFAULTS]);
-    let got = f.fetched(100, b"200", &good_set(), 300);
+    let got = f.fetched(100, b"200", &good_set(), 300, &mut server);
     assert_eq!(summary(&got), ["install 2 (1 keys)", "resume a"]);
 }
 
@@ -343,7 +343,7 @@ fn the_wait_is_bounded_by_key_wait() {
         ["resume b"]
     );
     // Keys that land later resume no one.
-    let got = f.fetched(server.token(IDP), b"200", &good_set(), 9_000);
+    let got = f.fetched(server.token(IDP), b"200", &good_set(), 9_000, &mut server);
     assert_eq!(summary(&got), ["install 1 (1 keys)"]);
 }
 
@@ -362,7 +362,7 @@ fn at_most_max_waiting_for_keys_wait_at_once() {
         Hold::Wait,
         "room again"
     );
-    let got = f.fetched(server.token(IDP), b"200", &good_set(), 10);
+    let got = f.fetched(server.token(IDP), b"200", &good_set(), 10, &mut server);
     assert_eq!(summary(&got)[1..], ["resume a", "resume c", "resume e"]);
     assert_eq!(f.hold(6, IDP, true, "f", 20, &mut server), Hold::DecideNow);
 }
@@ -376,7 +376,7 @@ fn a_request_that_went_away_is_never_resumed() {
     f.gone(7);
     f.gone(99); // never waited: nothing happens
     assert_eq!(f.waiting(), 1);
-    let got = f.fetched(server.token(IDP), b"200", &good_set(), 10);
+    let got = f.fetched(server.token(IDP), b"200", &good_set(), 10, &mut server);
     assert_eq!(summary(&got), ["install 1 (1 keys)", "resume b"]);
     f.hold(9, OTHER, false, "c", 20, &mut server);
     f.gone(9);
@@ -421,8 +421,16 @@ fn a_lost_answer_does_not_stall_the_schedule() {
     f.tick(lost_at, &mut server);
     assert!(server.started(IDP));
     // Should the lost answer come after all, it is not the fetch in flight: ignored.
-    assert!(f.fetched(lost, b"200", &good_set(), lost_at + 1).is_empty());
-    let got = f.fetched(server.token(IDP), b"200", &good_set(), lost_at + 2);
+    assert!(f
+        .fetched(lost, b"200", &good_set(), lost_at + 1, &mut server)
+        .is_empty());
+    let got = f.fetched(
+        server.token(IDP),
+        b"200",
+        &good_set(),
+        lost_at + 2,
+        &mut server,
+    );
     assert_eq!(summary(&got), ["install 1 (1 keys)"]);
 }
 
@@ -431,7 +439,7 @@ fn an_unknown_kid_refreshes_at_most_once_per_min_refresh_interval() {
     let mut f = fetcher();
     let mut server = Server::default();
     f.tick(0, &mut server);
-    f.fetched(server.token(IDP), b"200", &good_set(), 100);
+    f.fetched(server.token(IDP), b"200", &good_set(), 100, &mut server);
     server.take();
     // Within min_refresh_interval (10s) of the first load: decided with the keys there are.
     assert_eq!(
@@ -442,7 +450,7 @@ fn an_unknown_kid_refreshes_at_most_once_per_min_refresh_interval() {
     // Later, a token naming a key the set lacks: a fetch at once, and the request waits.
     assert_eq!(f.hold(8, IDP, true, "b", 10_000, &mut server), Hold::Wait);
     assert_eq!(server.take(), [IDP]);
-    let got = f.fetched(server.token(IDP), b"200", &good_set(), 10_100);
+    let got = f.fetched(server.token(IDP), b"200", &good_set(), 10_100, &mut server);
     assert_eq!(summary(&got), ["install 1 (1 keys)", "resume b"]);
     assert_eq!(
         f.hold(9, IDP, true, "c", 19_999, &mut server),
@@ -457,11 +465,17 @@ fn answers_to_no_fetch_in_flight_are_ignored() {
     let mut f = fetcher();
     let mut server = Server::default();
     f.hold(7, IDP, false, "a", 0, &mut server);
-    assert!(f.fetched(4_242, b"200", &good_set(), 10).is_empty());
+    assert!(f
+        .fetched(4_242, b"200", &good_set(), 10, &mut server)
+        .is_empty());
     let token = server.token(IDP);
-    assert_eq!(f.fetched(token, b"200", &good_set(), 20).len(), 2);
+    assert_eq!(
+        f.fetched(token, b"200", &good_set(), 20, &mut server).len(),
+        2
+    );
     assert!(
-        f.fetched(token, b"200", &good_set(), 30).is_empty(),
+        f.fetched(token, b"200", &good_set(), 30, &mut server)
+            .is_empty(),
         "answered twice"
     );
 }
@@ -477,9 +491,9 @@ fn many_issuers_keep_their_own_schedules() {
         server.token(DEFAULTS),
     );
     server.take();
-    f.fetched(idp, b"200", &good_set(), 1_000); // next at 61 s
-    f.fetched(other, b"500", b"", 1_000); // retry after 2 s (its min_refresh_interval)
-    f.fetched(defaults, b"200", &good_set(), 1_000); // next at 301 s
+    f.fetched(idp, b"200", &good_set(), 1_000, &mut server); // next at 61 s
+    f.fetched(other, b"500", b"", 1_000, &mut server); // retry after 2 s (its min_refresh_interval)
+    f.fetched(defaults, b"200", &good_set(), 1_000, &mut server); // next at 301 s
     let mut starts = Vec::new();
     let mut t = 1_000;
     while t <= 301_000 {
@@ -489,7 +503,7 @@ fn many_issuers_keep_their_own_schedules() {
             let token = server.token(issuer);
             // `other` keeps failing; the others succeed.
             let status: &[u8] = if issuer == OTHER { b"500" } else { b"200" };
-            f.fetched(token, status, &good_set(), t);
+            f.fetched(token, status, &good_set(), t, &mut server);
         }
         t += 200;
     }
@@ -552,7 +566,13 @@ fn installed_keys_verify_and_survive_a_failed_refresh() {
     let held = f.hold(1, issuer, worker.has_keys(issuer), "r", now_ms, &mut server);
     assert_eq!(held, Hold::Wait);
     let mut resumed = 0;
-    for command in f.fetched(server.token(IDP), b"200", &good_set(), now_ms + 5) {
+    for command in f.fetched(
+        server.token(IDP),
+        b"200",
+        &good_set(),
+        now_ms + 5,
+        &mut server,
+    ) {
         match command {
             Command::Install { issuer, keys } => worker.set_remote_keys(issuer, keys),
             Command::Resume(_) => {
@@ -564,11 +584,208 @@ fn installed_keys_verify_and_survive_a_failed_refresh() {
     }
     assert_eq!(resumed, 1);
     f.tick(now_ms + 300_005, &mut server);
-    let got = f.fetched(server.token(IDP), b"500", b"", now_ms + 300_010);
+    let got = f.fetched(
+        server.token(IDP),
+        b"500",
+        b"",
+        now_ms + 300_010,
+        &mut server,
+    );
     assert!(matches!(got.as_slice(), [Command::Failed { .. }]));
     // A token never seen (not in the worker's cache) still verifies with the kept keys.
     assert!(matches!(
         decide(&mut worker, &bearer("u-2"), true),
         Step::Forward
     ));
+}
+
+/// Records every fetch as `cluster authority path`; tokens count up from 1.
+#[derive(Default)]
+struct Recorder(Vec<String>);
+
+impl KeyServer for Recorder {
+    fn start(&mut self, fetch: &Fetch<'_>) -> Option<u32> {
+        let header = |name: &str| {
+            fetch
+                .headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| *v)
+                .unwrap()
+        };
+        self.0.push(format!(
+            "{} {} {}",
+            fetch.cluster,
+            header(":authority"),
+            header(":path")
+        ));
+        Some(u32::try_from(self.0.len()).unwrap())
+    }
+}
+
+impl Recorder {
+    fn last(&self) -> (u32, &str) {
+        (
+            u32::try_from(self.0.len()).unwrap(),
+            self.0.last().unwrap().as_str(),
+        )
+    }
+}
+
+/// One issuer, `idp`, whose keys are found through the discovery document.
+fn discovering(extra: Value) -> KeyFetcher<&'static str> {
+    let mut remote = json!({
+        "cluster": "idp-cluster",
+        "discovery": "https://idp.test/.well-known/openid-configuration",
+        "refresh_interval": "60s",
+        "min_refresh_interval": "10s",
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        remote[k] = v.clone();
+    }
+    let cfg = json!({
+        "issuers": [{"issuer": "https://idp.test", "audiences": ["api"], "algorithms": ["EdDSA"], "remote_jwks": remote}],
+        "identity": {"hmac_key": "0123456789abcdef0123456789abcdef"},
+        "routes": [],
+        "limits": {"key_wait": "5s"},
+    });
+    KeyFetcher::new(&Policy::from_json(cfg.to_string().as_bytes()).unwrap())
+}
+
+fn discovery_doc(issuer: &str, jwks_uri: &str) -> Vec<u8> {
+    json!({"issuer": issuer, "jwks_uri": jwks_uri, "id_token_signing_alg_values_supported": ["EdDSA"]})
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn discovery_is_read_first_and_its_jwks_uri_fetched_at_once() {
+    let mut f = discovering(json!({}));
+    let mut server = Recorder::default();
+    assert_eq!(f.hold(7, 0, false, "r", 0, &mut server), Hold::Wait);
+    let (token, fetch) = server.last();
+    assert_eq!(
+        fetch,
+        "idp-cluster idp.test /.well-known/openid-configuration"
+    );
+    // The document names the key set: fetched at once, the request still waits for it.
+    let doc = discovery_doc("https://idp.test", "https://idp.test/oauth/keys?v=2#frag");
+    assert!(f.fetched(token, b"200", &doc, 50, &mut server).is_empty());
+    let (token, fetch) = server.last();
+    assert_eq!(fetch, "idp-cluster idp.test /oauth/keys?v=2");
+    assert_eq!(f.waiting(), 1);
+    let got = f.fetched(token, b"200", &good_set(), 80, &mut server);
+    assert_eq!(summary(&got), ["install 0 (1 keys)", "resume r"]);
+    // An unknown `kid` refetches the key set where discovery found it...
+    f.hold(8, 0, true, "kid", 20_000, &mut server);
+    assert_eq!(server.last().1, "idp-cluster idp.test /oauth/keys?v=2");
+    f.fetched(server.last().0, b"200", &good_set(), 20_010, &mut server);
+    // ...and the scheduled refresh reads the discovery document again.
+    f.tick(20_010 + 60_000, &mut server);
+    assert_eq!(
+        server.last().1,
+        "idp-cluster idp.test /.well-known/openid-configuration"
+    );
+}
+
+#[test]
+fn a_discovery_document_that_cannot_be_followed_fails_the_fetch() {
+    let big = vec![b' '; MAX_BODY_READ];
+    let cases: [(&[u8], Vec<u8>, &str); 6] = [
+        (b"404", Vec::new(), "discovery: status 404"),
+        (
+            b"200",
+            b"<html>".to_vec(),
+            "discovery: not a discovery document",
+        ),
+        (b"200", big, "discovery: document larger than"),
+        (
+            b"200",
+            discovery_doc("https://evil.test", "https://idp.test/keys"),
+            "discovery: the document states issuer \"https://evil.test\"",
+        ),
+        (
+            b"200",
+            discovery_doc("https://idp.test", "http://idp.test/keys"),
+            "discovery: `jwks_uri` is not https",
+        ),
+        (
+            b"200",
+            discovery_doc("https://idp.test", "https://keys.idp.test/keys"),
+            "discovery: `jwks_uri` is on host \"keys.idp.test\"",
+        ),
+    ];
+    for (status, body, why) in cases {
+        let mut f = discovering(json!({}));
+        let mut server = Recorder::default();
+        f.hold(7, 0, false, "r", 0, &mut server);
+        let got = summary(&f.fetched(server.last().0, status, &body, 10, &mut server));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].starts_with(&format!("failed 0: {why}")), "{got:?}");
+        assert_eq!(got[1], "resume r");
+        assert_eq!(server.0.len(), 1, "nothing followed");
+        // The retry reads the discovery document again.
+        f.tick(10 + 5_000, &mut server);
+        assert_eq!(server.0.len(), 2);
+        assert!(server
+            .last()
+            .1
+            .ends_with("/.well-known/openid-configuration"));
+    }
+}
+
+#[test]
+fn a_jwks_uri_on_another_host_goes_through_jwks_cluster() {
+    let mut f = discovering(json!({"jwks_cluster": "keys-cluster"}));
+    let mut server = Recorder::default();
+    f.tick(0, &mut server);
+    let doc = discovery_doc("https://idp.test", "https://keys.idp.test:8443/jwks");
+    f.fetched(server.last().0, b"200", &doc, 10, &mut server);
+    assert_eq!(server.last().1, "keys-cluster keys.idp.test:8443 /jwks");
+}
+
+#[test]
+fn discovery_configuration_is_checked_field_by_field() {
+    let check = |remote: Value, field: &str| {
+        let cfg = json!({
+            "issuers": [{"issuer": "https://idp.test", "audiences": ["api"], "algorithms": ["EdDSA"], "remote_jwks": remote}],
+            "identity": {"hmac_key": "0123456789abcdef0123456789abcdef"},
+            "routes": [],
+        });
+        let e = Policy::from_json(cfg.to_string().as_bytes()).unwrap_err();
+        assert!(e.to_string().contains(field), "{e} (want {field})");
+    };
+    let url = "https://idp.test/.well-known/openid-configuration";
+    check(
+        json!({"cluster": "c", "authority": "a", "path": "/jwks", "discovery": url}),
+        "`issuers[0].remote_jwks`: exactly one",
+    );
+    check(
+        json!({"cluster": "c", "authority": "a"}),
+        "`issuers[0].remote_jwks`: exactly one",
+    );
+    check(
+        json!({"cluster": "c", "discovery": "idp.test/.well-known/openid-configuration"}),
+        "`issuers[0].remote_jwks.discovery`",
+    );
+    check(
+        json!({"cluster": "c", "discovery": "https://user@idp.test/x"}),
+        "`issuers[0].remote_jwks.discovery`",
+    );
+    check(
+        json!({"cluster": "c", "authority": "a", "path": "/jwks", "jwks_cluster": "k"}),
+        "`issuers[0].remote_jwks.jwks_cluster`",
+    );
+    check(
+        json!({"cluster": "c", "path": "/jwks"}),
+        "`issuers[0].remote_jwks.authority`",
+    );
+    // The authority defaults to the URL's host; another may be given.
+    let mut f = discovering(json!({"authority": "idp.internal"}));
+    let mut server = Recorder::default();
+    f.tick(0, &mut server);
+    assert_eq!(
+        server.last().1,
+        "idp-cluster idp.internal /.well-known/openid-configuration"
+    );
 }

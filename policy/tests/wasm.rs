@@ -232,7 +232,7 @@ fn key_fetch_schedule() {
     let mut server = Server(0);
     assert_eq!(f.hold(7, 0, false, "r", 0, &mut server), Hold::Wait);
     let set = json!({"keys": [keys.jwk("ed")]}).to_string();
-    let got = f.fetched(1, b"200", set.as_bytes(), 10);
+    let got = f.fetched(1, b"200", set.as_bytes(), 10, &mut server);
     assert!(
         matches!(got.as_slice(), [Command::Install { .. }, Command::Resume(w)] if w.request == "r")
     );

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,10 +19,12 @@ use edge_policy::jwt::Alg;
 use edge_policy::testkit::{self, Keys};
 use serde_json::{json, Value};
 
-/// Serves the current JWKS document; the first `slow` responses are delayed.
+/// Serves the current JWKS document, or the document [`JwksServer::route`] set for the
+/// request's path; the first `slow` responses are delayed.
 struct JwksServer {
     addr: SocketAddr,
     doc: Arc<Mutex<Value>>,
+    routes: Arc<Mutex<HashMap<String, Value>>>,
     hits: Arc<AtomicUsize>,
 }
 
@@ -30,12 +33,13 @@ impl JwksServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let doc = Arc::new(Mutex::new(doc));
+        let routes = Arc::new(Mutex::new(HashMap::new()));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (d, h) = (Arc::clone(&doc), Arc::clone(&hits));
+        let (d, r, h) = (Arc::clone(&doc), Arc::clone(&routes), Arc::clone(&hits));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let (d, h) = (Arc::clone(&d), Arc::clone(&h));
+                let (d, r, h) = (Arc::clone(&d), Arc::clone(&r), Arc::clone(&h));
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 4096];
                     let mut seen = Vec::new();
@@ -48,18 +52,33 @@ impl JwksServer {
                     if h.fetch_add(1, Ordering::SeqCst) < slow {
                         std::thread::sleep(Duration::from_millis(1500));
                     }
-                    let body = d.lock().unwrap().to_string();
+                    let head = String::from_utf8_lossy(&seen);
+                    let path = head.split(' ').nth(1).unwrap_or_default();
+                    let routed = r.lock().unwrap().get(path).cloned();
+                    let body = routed
+                        .unwrap_or_else(|| d.lock().unwrap().clone())
+                        .to_string();
                     let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
                     let _ = stream.write_all(head.as_bytes());
                     let _ = stream.write_all(body.as_bytes());
                 });
             }
         });
-        Self { addr, doc, hits }
+        Self {
+            addr,
+            doc,
+            routes,
+            hits,
+        }
     }
 
     fn serve(&self, doc: Value) {
         *self.doc.lock().unwrap() = doc;
+    }
+
+    /// Serves `doc` at `path` instead of the JWKS document.
+    fn route(&self, path: &str, doc: Value) {
+        self.routes.lock().unwrap().insert(path.to_owned(), doc);
     }
 }
 
@@ -86,10 +105,14 @@ fn now() -> i64 {
 }
 
 fn token(keys: &Keys, kid: &str) -> String {
+    token_of("rotating-idp", keys, kid)
+}
+
+fn token_of(issuer: &str, keys: &Keys, kid: &str) -> String {
     keys.sign(
         Alg::EdDSA,
         Some(kid),
-        &testkit::claims("rotating-idp", "workspace-api", "u-rot", now()),
+        &testkit::claims(issuer, "workspace-api", "u-rot", now()),
     )
 }
 
@@ -228,4 +251,62 @@ fn an_unreachable_key_server_fails_closed_within_the_bound() {
     // Tokens of the other (inline) issuer are unaffected.
     let dev = e2e::dev_token("u-alice", &[(SEED_ORG, &["owner"])]);
     assert_eq!(status(&stack, &dev), 404);
+}
+
+/// OpenID Connect discovery through the real Envoy: the filter reads the discovery
+/// document, checks the issuer it states, and fetches the key set its `jwks_uri` names; a
+/// document that states another issuer is refused, and that issuer's tokens fail closed.
+#[test]
+fn keys_are_found_through_openid_connect_discovery() {
+    let keys = Keys::new(30);
+    let server = JwksServer::start(json!({"keys": []}), 0);
+    server.route(
+        "/.well-known/openid-configuration",
+        json!({"issuer": "https://idp.test", "jwks_uri": "http://idp.test/oauth/keys",
+               "response_types_supported": ["code"]}),
+    );
+    server.route("/oauth/keys", keyset(&[(&keys, "k1")]));
+    server.route(
+        "/liar/.well-known/openid-configuration",
+        json!({"issuer": "https://someone-else.test", "jwks_uri": "http://idp.test/oauth/keys"}),
+    );
+    let mut config = shipped_filter_config();
+    let issuers = config["issuers"].as_array_mut().unwrap();
+    for (issuer, path) in [
+        ("https://idp.test", "/.well-known/openid-configuration"),
+        (
+            "https://liar.test",
+            "/liar/.well-known/openid-configuration",
+        ),
+    ] {
+        issuers.push(json!({
+            "issuer": issuer, "audiences": ["workspace-api"], "algorithms": ["EdDSA"],
+            "remote_jwks": {"cluster": "jwks", "discovery": format!("http://idp.test{path}"),
+                            "refresh_interval": "1h", "timeout": "3s"}
+        }));
+    }
+    let stack = Stack::start(StackOptions {
+        filter_config: Some(config),
+        extra_clusters: vec![("jwks".into(), server.addr)],
+        ..Default::default()
+    });
+    // The key set discovery names verifies the issuer's tokens.
+    assert_eq!(
+        status(&stack, &token_of("https://idp.test", &keys, "k1")),
+        404
+    );
+    assert!(counter(&stack, "jwks_fetch.ok") >= 1);
+    // The liar's document states another issuer: never followed, its tokens get 503.
+    let r = send(
+        "GET",
+        &format!("{}/api/workspaces/w-1", stack.gateway_url()),
+        &[(
+            "authorization",
+            &format!("Bearer {}", token_of("https://liar.test", &keys, "k1")),
+        )],
+        None,
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["type"], "urn:workspace-api:problem:unavailable");
+    assert!(counter(&stack, "jwks_fetch.failed") >= 1);
 }

@@ -8,6 +8,7 @@ use super::{err, ConfigError};
 use crate::duration;
 use crate::jwks::JwkSet;
 use crate::jwt::Alg;
+use crate::keyfetch;
 
 /// A trusted issuer, validated.
 #[derive(Debug)]
@@ -36,14 +37,31 @@ pub struct RemoteJwks {
     pub cluster: String,
     /// The `:authority` sent to it.
     pub authority: String,
-    /// The path of the JWKS document, starting with `/`.
+    /// The path of the document fetched first, starting with `/`: the JWKS, or with
+    /// `discovery` the OpenID Connect discovery document.
     pub path: String,
+    /// Present when the key set is found through OpenID Connect discovery.
+    pub discovery: Option<Discovery>,
     /// Delay from a successful fetch to the next one (at least 1 s).
     pub refresh_interval: Duration,
     /// Shortest interval between fetches a token naming an unknown `kid` may trigger.
     pub min_refresh_interval: Duration,
     /// Timeout of one fetch.
     pub timeout: Duration,
+}
+
+/// OpenID Connect discovery (OpenID Connect Discovery 1.0, section 4): the document at
+/// [`RemoteJwks::path`] must state the configured `issuer` exactly, and its `jwks_uri`
+/// names the key set that is then fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// The `issuer` the document must state.
+    pub issuer: String,
+    /// The document is fetched over `https`: its `jwks_uri` must be `https` too.
+    pub secure: bool,
+    /// The cluster for a `jwks_uri` on another host than the document's; without it such a
+    /// `jwks_uri` is refused.
+    pub jwks_cluster: Option<String>,
 }
 
 /// Validates `issuers`: at least one, each with a unique non-empty `iss`, an audience, a
@@ -96,7 +114,7 @@ fn issuer(iss: RawIssuer, at: &dyn Fn(&str) -> String) -> Result<Issuer, ConfigE
         ));
     }
     let remote = match iss.remote_jwks {
-        Some(raw) => Some(remote_jwks(raw, at)?),
+        Some(raw) => Some(remote_jwks(raw, &iss.issuer, at)?),
         None => None,
     };
     if let Some(bad) = inline_keys
@@ -123,13 +141,55 @@ fn issuer(iss: RawIssuer, at: &dyn Fn(&str) -> String) -> Result<Issuer, ConfigE
     })
 }
 
-fn remote_jwks(raw: RawRemoteJwks, at: &dyn Fn(&str) -> String) -> Result<RemoteJwks, ConfigError> {
+fn remote_jwks(
+    raw: RawRemoteJwks,
+    issuer: &str,
+    at: &dyn Fn(&str) -> String,
+) -> Result<RemoteJwks, ConfigError> {
     if raw.cluster.is_empty() {
         return Err(err(at("remote_jwks.cluster"), "must not be empty"));
     }
-    if !raw.path.starts_with('/') {
-        return Err(err(at("remote_jwks.path"), "must start with `/`"));
-    }
+    let (authority, path, discovery) = match (raw.path, raw.discovery) {
+        (Some(path), None) => {
+            if !path.starts_with('/') {
+                return Err(err(at("remote_jwks.path"), "must start with `/`"));
+            }
+            if raw.jwks_cluster.is_some() {
+                return Err(err(
+                    at("remote_jwks.jwks_cluster"),
+                    "applies only with `discovery`",
+                ));
+            }
+            let Some(authority) = raw.authority else {
+                return Err(err(at("remote_jwks.authority"), "is required with `path`"));
+            };
+            (authority, path, None)
+        }
+        (None, Some(url)) => {
+            let Some(found) = keyfetch::Location::parse(&url) else {
+                return Err(err(
+                    at("remote_jwks.discovery"),
+                    "must be an absolute `https://` (or `http://`) URL with a host",
+                ));
+            };
+            if raw.jwks_cluster.as_deref() == Some("") {
+                return Err(err(at("remote_jwks.jwks_cluster"), "must not be empty"));
+            }
+            let discovery = Discovery {
+                issuer: issuer.to_owned(),
+                secure: found.secure,
+                jwks_cluster: raw.jwks_cluster,
+            };
+            let authority = raw.authority.unwrap_or_else(|| found.authority.to_owned());
+            (authority, found.path.to_owned(), Some(discovery))
+        }
+        _ => {
+            return Err(err(
+                at("remote_jwks"),
+                "exactly one of `path` and `discovery` is required",
+            ))
+        }
+    };
     if raw.refresh_interval < Duration::from_secs(1) {
         return Err(err(
             at("remote_jwks.refresh_interval"),
@@ -138,8 +198,9 @@ fn remote_jwks(raw: RawRemoteJwks, at: &dyn Fn(&str) -> String) -> Result<Remote
     }
     Ok(RemoteJwks {
         cluster: raw.cluster,
-        authority: raw.authority,
-        path: raw.path,
+        authority,
+        path,
+        discovery,
         refresh_interval: raw.refresh_interval,
         min_refresh_interval: raw.min_refresh_interval,
         timeout: raw.timeout,

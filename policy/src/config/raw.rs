@@ -87,10 +87,18 @@ fn default_max_lifetime() -> Duration {
 pub struct RawRemoteJwks {
     /// The Envoy cluster that reaches the key server.
     pub cluster: String,
-    /// The `:authority` sent to it.
-    pub authority: String,
+    /// The `:authority` sent to it (with `discovery`, the URL's host by default).
+    #[serde(default)]
+    pub authority: Option<String>,
     /// The path of the JWKS document.
-    pub path: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The issuer's OpenID Connect discovery document (URL), instead of `path`.
+    #[serde(default)]
+    pub discovery: Option<String>,
+    /// The cluster that reaches the `jwks_uri` discovery names, when it is on another host.
+    #[serde(default)]
+    pub jwks_cluster: Option<String>,
     /// How often keys are refreshed.
     #[serde(
         default = "default_refresh",
