@@ -86,20 +86,37 @@ impl RoleMap {
     ) -> BTreeMap<String, BTreeSet<String>> {
         orgs.iter()
             .map(|(org, roles)| {
-                let mut perms: BTreeSet<String> = roles
+                let perms = roles
                     .iter()
                     .flat_map(|role| self.permissions_of(role))
                     .chain(grants.iter().map(String::as_str))
                     .map(str::to_owned)
                     .collect();
-                for (has, implies) in IMPLIED {
-                    if perms.contains(has) {
-                        perms.insert(implies.to_owned());
-                    }
-                }
-                (org.clone(), perms)
+                (org.clone(), with_implied(perms))
             })
             .collect()
+    }
+}
+
+/// `perms` and what they imply.
+pub fn with_implied(mut perms: BTreeSet<String>) -> BTreeSet<String> {
+    for (has, implies) in IMPLIED {
+        if perms.contains(has) {
+            perms.insert(implies.to_owned());
+        }
+    }
+    perms
+}
+
+/// Narrows effective permissions to what an OAuth access token's scopes delegate: in each
+/// organization, what the caller's roles give *and* the token's scopes (with what they
+/// imply) name. Membership stays: an organization left with nothing is still listed.
+pub fn restrict_to_scopes(
+    permissions: &mut BTreeMap<String, BTreeSet<String>>,
+    scopes: &BTreeSet<String>,
+) {
+    for perms in permissions.values_mut() {
+        perms.retain(|p| scopes.contains(p));
     }
 }
 
@@ -169,6 +186,16 @@ mod tests {
             "a member with nothing is still a member"
         );
         assert!(map.effective(&BTreeMap::new(), &["x".into()]).is_empty());
+        // Scopes narrow, never widen; what a scope implies is delegated with it.
+        let mut narrowed = got.clone();
+        let scopes = with_implied(set(&[WORKSPACE_CREATE, "custom:other"]));
+        restrict_to_scopes(&mut narrowed, &scopes);
+        assert_eq!(
+            narrowed["o-2"],
+            set(&[WORKSPACE_CREATE, WORKSPACE_CREATE_SELF_SERVICE])
+        );
+        assert_eq!(narrowed["o-1"], BTreeSet::new(), "still a member");
+        assert_eq!(narrowed.len(), 4);
         assert_eq!(map.permissions_of("nobody").count(), 0);
     }
 }

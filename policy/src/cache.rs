@@ -82,6 +82,7 @@ mod tests {
             identity,
             claims: serde_json::Map::new(),
             expires_at,
+            scopes: None,
         }
     }
 

@@ -19,7 +19,7 @@ use crate::route::{PathPattern, Route, RouteTable};
 
 mod issuer;
 mod raw;
-pub use issuer::{Discovery, Issuer, RemoteJwks};
+pub use issuer::{media_type, Discovery, Issuer, RemoteJwks, ScopeClaim};
 pub use raw::{
     IdempotencyMode, OrgSource, RawConfig, RawIdempotency, RawIdentity, RawIssuer, RawLimits,
     RawRateLimit, RawRemoteJwks, RawRoute, Unmatched,
@@ -240,6 +240,18 @@ fn routes(raw: Vec<RawRoute>) -> Result<RouteTable, ConfigError> {
         let path = PathPattern::parse(&r.path).map_err(|why| err(at("path"), why))?;
         if r.permission.is_some() != r.org.is_some() {
             return Err(err(at("permission"), "`permission` and `org` go together"));
+        }
+        // Named in `WWW-Authenticate: … scope="…"` when a token's scopes lack it.
+        let scope_token = |p: &str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        };
+        if r.permission.as_deref().is_some_and(|p| !scope_token(p)) {
+            return Err(err(
+                at("permission"),
+                "must be printable ASCII without spaces, `\"` or `\\` (an OAuth scope token)",
+            ));
         }
         match &r.org {
             Some(OrgSource::BodyField(f) | OrgSource::Claim(f)) if f.is_empty() => {

@@ -322,7 +322,7 @@ impl Worker {
             };
             if let Some(org) = org {
                 if let Err(d) = self.authorize(route, &verified, org) {
-                    return pending.reject(catalogue::forbidden(d.reason()));
+                    return pending.reject(catalogue::denied(d, route.permission.as_deref()));
                 }
             } else if route.org.is_none() {
                 if let Err(d) = permission::check_conditions(&verified.claims, &route.conditions) {
@@ -450,7 +450,7 @@ impl Worker {
                 return pending.reject(catalogue::missing_org(field));
             };
             if let Err(d) = self.authorize(route, verified, org) {
-                return pending.reject(catalogue::forbidden(d.reason()));
+                return pending.reject(catalogue::denied(d, route.permission.as_deref()));
             }
         }
         if let Some(key) = pending.idempotency_key.clone() {
@@ -595,13 +595,25 @@ impl Worker {
         let Some(perm) = &route.permission else {
             return Ok(());
         };
-        permission::authorize(
+        let decided = permission::authorize(
             &verified.identity,
             &verified.claims,
             org,
             perm,
             &route.conditions,
-        )
+        );
+        match decided {
+            // Narrowed away by the token's scopes: a token with the scope may pass.
+            Err(permission::Denial::MissingPermission)
+                if verified
+                    .scopes
+                    .as_ref()
+                    .is_some_and(|s| !s.contains(perm.as_str())) =>
+            {
+                Err(permission::Denial::InsufficientScope)
+            }
+            other => other,
+        }
     }
 }
 

@@ -1,16 +1,16 @@
 //! Bearer token verification: algorithm allow-list, signature, then claims, against a
 //! clock the caller passes in (Envoy's, never the VM's).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use edge_contract::permission::RoleMap;
+use edge_contract::permission::{restrict_to_scopes, with_implied, RoleMap};
 use edge_contract::Identity;
 use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
 use jwt_compact::{AlgorithmExt, Claims, UntrustedToken};
 use serde_json::{Map, Value};
 
-use crate::config::Issuer;
+use crate::config::{media_type, Issuer, ScopeClaim};
 use crate::jwks::{JwkSet, VerifyingKey};
 
 /// A signature algorithm this filter can verify. `none` is not one of them.
@@ -108,6 +108,9 @@ pub enum TokenError {
     /// The header lists critical extensions (`crit`), none of which this filter
     /// implements (RFC 7515 §4.1.11: such a token must be refused).
     CriticalExtension,
+    /// The header's `typ` is not the one the issuer's tokens must carry (e.g. an ID token
+    /// where an RFC 9068 access token, `at+jwt`, is required).
+    WrongType,
 }
 
 impl TokenError {
@@ -128,6 +131,7 @@ impl TokenError {
             Self::LifetimeTooLong => "lifetime_too_long",
             Self::WrongAudience => "wrong_audience",
             Self::CriticalExtension => "crit_not_understood",
+            Self::WrongType => "wrong_token_type",
         }
     }
 }
@@ -155,6 +159,7 @@ impl fmt::Display for TokenError {
             Self::CriticalExtension => f.write_str(
                 "the token requires header extensions (crit) this gateway does not implement",
             ),
+            Self::WrongType => f.write_str("the token is not of the type this API accepts (typ)"),
         }
     }
 }
@@ -169,6 +174,10 @@ pub struct Verified {
     pub claims: Map<String, Value>,
     /// `exp`, unix seconds.
     pub expires_at: i64,
+    /// The token's OAuth scopes (with what they imply), when its issuer narrows
+    /// permissions to them (`scope_claim`): a permission its roles give but its scopes
+    /// lack is refused as `insufficient_scope` (RFC 6750 §3.1).
+    pub scopes: Option<BTreeSet<String>>,
 }
 
 impl Verified {
@@ -241,6 +250,12 @@ impl<'a> Verifier<'a> {
             .ok_or(TokenError::UntrustedIssuer)?;
         if !config.algorithms.contains(&alg) {
             return Err(TokenError::AlgorithmNotAllowed);
+        }
+        if let Some(want) = &config.typ {
+            let typ = untrusted.header().token_type.as_deref().map(media_type);
+            if typ.as_ref() != Some(want) {
+                return Err(TokenError::WrongType);
+            }
         }
         let kid = untrusted.header().key_id.clone();
         Ok(Peeked {
@@ -340,14 +355,34 @@ fn check_claims(
     }
     // The issuer the token was verified against (its `iss` selected `config`), so the
     // backend can tell two issuers' equal `sub`s apart.
-    let identity = identity_from(&config.issuer, &custom, roles)?;
+    let mut identity = identity_from(&config.issuer, &custom, roles)?;
+    let scopes = match config.scope_claim {
+        Some(claim) => {
+            let scopes = with_implied(scopes_in(&custom, claim)?);
+            restrict_to_scopes(&mut identity.permissions, &scopes);
+            Some(scopes)
+        }
+        None => None,
+    };
     let mut all = custom;
     all.insert("exp".into(), Value::from(exp));
     Ok(Verified {
         identity,
         claims: all,
         expires_at: exp,
+        scopes,
     })
+}
+
+/// The token's scopes: a space-separated string, or a list of strings. A token without
+/// the claim has none, so its issuer's narrowing leaves it no permission (fail closed).
+fn scopes_in(c: &Map<String, Value>, claim: ScopeClaim) -> Result<BTreeSet<String>, TokenError> {
+    let malformed = TokenError::MalformedClaims(claim.name());
+    match c.get(claim.name()) {
+        None | Some(Value::Null) => Ok(BTreeSet::new()),
+        Some(Value::String(s)) => Ok(s.split_ascii_whitespace().map(str::to_owned).collect()),
+        Some(v) => Ok(strings(v).ok_or(malformed)?.into_iter().collect()),
+    }
 }
 
 fn identity_from(

@@ -69,6 +69,8 @@ pub enum Denial {
     MissingPermission,
     /// An ABAC condition failed.
     Condition,
+    /// The caller's roles give the permission, but the token's scopes do not delegate it.
+    InsufficientScope,
 }
 
 impl Denial {
@@ -78,6 +80,7 @@ impl Denial {
             Self::NotMember => "not_member",
             Self::MissingPermission => "missing_permission",
             Self::Condition => "condition_failed",
+            Self::InsufficientScope => "insufficient_scope",
         }
     }
 }

@@ -127,6 +127,7 @@ pub mod catalogue {
     use edge_contract::problem as types;
 
     use super::{Problem, RETRY_AFTER};
+    use crate::permission::Denial;
 
     /// 400: the request ID is malformed.
     pub fn bad_request_id(detail: &str) -> Problem {
@@ -226,6 +227,21 @@ pub mod catalogue {
             reason,
             "you are not allowed to perform this action on the target organization",
         )
+    }
+
+    /// 403 for `denial`; one for a scope the token lacks says which (RFC 6750 §3.1), so
+    /// the client can ask its authorization server for a token with it.
+    pub fn denied(denial: Denial, permission: Option<&str>) -> Problem {
+        let problem = forbidden(denial.reason());
+        match (denial, permission) {
+            (Denial::InsufficientScope, Some(scope)) => problem.with_header(
+                "www-authenticate",
+                format!(
+                    "Bearer realm=\"workspace-api\", error=\"insufficient_scope\", scope=\"{scope}\""
+                ),
+            ),
+            _ => problem,
+        }
     }
 
     /// 404 for a path no route matches, when unmatched requests are rejected.

@@ -48,6 +48,8 @@ struct Fixture {
     worker: Worker,
     store: Store,
     counter: u8,
+    /// The headers of the last refusal.
+    refused_with: Vec<(String, String)>,
 }
 
 /// The in-memory shared store, which a test can take down.
@@ -109,6 +111,7 @@ impl Fixture {
             worker,
             store,
             counter: 0,
+            refused_with: Vec::new(),
         }
     }
 
@@ -229,6 +232,7 @@ impl Fixture {
             },
             Step::Reject(r) => {
                 assert!(r.headers.iter().any(|(n, _)| n == "x-request-id"), "{r:?}");
+                self.refused_with.clone_from(&r.headers);
                 Outcome {
                     status: r.status,
                     reason: r.reason,
@@ -927,6 +931,19 @@ fn configs_the_filter_refuses_name_the_field() {
             "routes[0].org.path_param",
         ),
         (json!({"roles": {"owner": [""]}}), "roles.owner"),
+        (
+            json!({"issuers": [{"issuer": "i", "audiences": ["a"], "algorithms": ["EdDSA"], "jwks": {"keys": [keys.jwk("ed")]}, "scope_claim": "scopes"}]}),
+            "issuers[0].scope_claim",
+        ),
+        (
+            json!({"issuers": [{"issuer": "i", "audiences": ["a"], "algorithms": ["EdDSA"], "jwks": {"keys": [keys.jwk("ed")]}, "typ": "application/"}]}),
+            "issuers[0].typ",
+        ),
+        (
+            json!({"routes": [{"name": "x", "method": "POST", "path": "/a", "permission": "workspace create",
+                              "org": {"body_field": "orgId"}}]}),
+            "routes[0].permission",
+        ),
     ];
     for (patch, field) in cases {
         let mut cfg = base.clone();
@@ -1519,4 +1536,97 @@ fn the_principal_is_issuer_and_subject() {
         body,
     );
     assert_eq!((got.status, got.reason), (409, "idempotency_in_flight"));
+}
+
+/// An issuer whose permissions are narrowed to the token's OAuth scopes: a scope the
+/// token lacks is a 403 that names it (RFC 6750 `insufficient_scope`); a token without
+/// scopes may do nothing; what the roles do not give, no scope adds.
+#[test]
+fn scopes_narrow_what_roles_allow() {
+    for claim in ["scope", "scp"] {
+        let mut f = Fixture::with(|cfg| {
+            cfg["issuers"][1]["scope_claim"] = json!(claim);
+        });
+        let token = |f: &Fixture, scopes: Value| {
+            let mut claims = testkit::claims("ed-only", "workspace-api", "u-alice", NOW);
+            if !scopes.is_null() {
+                claims[claim] = scopes;
+            }
+            bearer(&f.keys.sign(Alg::EdDSA, Some("ed"), &claims))
+        };
+        let body = |org: &str| format!(r#"{{"orgId":"{org}","name":"n"}}"#).into_bytes();
+        let create = |f: &mut Fixture, t: &str, org: &str| {
+            f.run(
+                "POST",
+                "/api/workspaces",
+                &[("authorization", t)],
+                &body(org),
+            )
+            .0
+        };
+        let scoped = token(&f, json!("openid workspace:create org:settings:write"));
+        let listed = token(&f, json!(["workspace:create", "profile"]));
+        let narrow = token(&f, json!("workspace:read"));
+        let none = token(&f, Value::Null);
+        assert_eq!(create(&mut f, &scoped, "org-1").status, 200, "{claim}");
+        assert_eq!(create(&mut f, &listed, "org-1").status, 200, "{claim}");
+        for t in [&narrow, &none] {
+            let got = create(&mut f, t, "org-1");
+            assert_eq!((got.status, got.reason), (403, "insufficient_scope"));
+            let challenge = f
+                .refused_with
+                .iter()
+                .find(|(n, _)| n == "www-authenticate")
+                .map(|(_, v)| v.as_str());
+            assert_eq!(
+                challenge,
+                Some(
+                    r#"Bearer realm="workspace-api", error="insufficient_scope", scope="workspace:create""#
+                )
+            );
+        }
+        // A scope never adds what the roles do not give (a member of org-2 cannot create).
+        let got = create(&mut f, &scoped, "org-2");
+        assert_eq!((got.status, got.reason), (403, "missing_permission"));
+        assert!(!f.refused_with.iter().any(|(n, _)| n == "www-authenticate"));
+        // Not a member: the same 403 as ever, scopes or not.
+        let got = create(&mut f, &scoped, "org-9");
+        assert_eq!((got.status, got.reason), (403, "not_member"));
+        // Another issuer's tokens are not narrowed.
+        let owner = bearer(&f.token(Alg::EdDSA, json!({})));
+        assert_eq!(create(&mut f, &owner, "org-1").status, 200);
+        // A scope claim of the wrong shape is a malformed token.
+        let bad = token(&f, json!({"workspace:create": true}));
+        let got = create(&mut f, &bad, "org-1");
+        assert_eq!((got.status, got.reason), (401, "claims_malformed"));
+    }
+}
+
+/// An issuer that requires RFC 9068 access tokens refuses any other `typ` (an ID token
+/// is not an access token), comparing media types as RFC 7515 says.
+#[test]
+fn an_issuer_may_require_access_tokens() {
+    let mut f = Fixture::with(|cfg| {
+        cfg["issuers"][0]["typ"] = json!("at+jwt");
+    });
+    let claims = testkit::claims("test-iss", "workspace-api", "u-alice", NOW);
+    for (typ, status, reason) in [
+        (Some("at+jwt"), 200, "allowed"),
+        (Some("application/AT+JWT"), 200, "allowed"),
+        (Some("JWT"), 401, "wrong_token_type"),
+        (None, 401, "wrong_token_type"),
+    ] {
+        let mut header = json!({"alg": "HS256", "kid": "hmac"});
+        if let Some(typ) = typ {
+            header["typ"] = json!(typ);
+        }
+        let token = testkit::forge_hs256_with_header(f.keys.hmac_secret(), &header, &claims);
+        let (got, _) = f.run(
+            "GET",
+            "/api/workspaces/w-1",
+            &[("authorization", &bearer(&token))],
+            b"",
+        );
+        assert_eq!((got.status, got.reason), (status, reason), "typ {typ:?}");
+    }
 }

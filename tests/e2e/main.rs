@@ -24,6 +24,7 @@ mod filter_jwks;
 mod filter_limits;
 mod filter_ratelimit_attack;
 mod filter_recovery;
+mod filter_scopes;
 mod gateway_openapi;
 mod gateway_schemathesis;
 mod stack;

@@ -23,10 +23,44 @@ pub struct Issuer {
     pub inline_keys: JwkSet,
     /// The remote JWKS, if any.
     pub remote: Option<RemoteJwks>,
+    /// The claim holding OAuth scopes that narrow the token's permissions, if any.
+    pub scope_claim: Option<ScopeClaim>,
+    /// The `typ` every token must carry (lower case, without `application/`), if any.
+    pub typ: Option<String>,
     /// Clock skew in seconds.
     pub skew_secs: i64,
     /// Longest lifetime in seconds.
     pub max_lifetime_secs: i64,
+}
+
+/// Where a token's OAuth scopes are: `scope` (RFC 8693, RFC 9068: one space-separated
+/// string) or `scp` (a list, or a space-separated string, as identity providers issue it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeClaim {
+    /// `scope`.
+    Scope,
+    /// `scp`.
+    Scp,
+}
+
+impl ScopeClaim {
+    /// The claim's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scope => "scope",
+            Self::Scp => "scp",
+        }
+    }
+}
+
+/// A media type as `typ` compares it: lower case, without the `application/` prefix
+/// (RFC 7515 section 4.1.9).
+pub fn media_type(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => lower,
+    }
 }
 
 /// A remote JWKS endpoint reached through an Envoy cluster, validated, its defaults applied.
@@ -130,7 +164,23 @@ fn issuer(iss: RawIssuer, at: &dyn Fn(&str) -> String) -> Result<Issuer, ConfigE
             ),
         ));
     }
+    let scope_claim = match iss.scope_claim.as_deref() {
+        None => None,
+        Some("scope") => Some(ScopeClaim::Scope),
+        Some("scp") => Some(ScopeClaim::Scp),
+        Some(other) => {
+            return Err(err(
+                at("scope_claim"),
+                format!("unknown scope claim {other:?}: expected \"scope\" or \"scp\""),
+            ))
+        }
+    };
+    if iss.typ.as_deref().is_some_and(|t| media_type(t).is_empty()) {
+        return Err(err(at("typ"), "must not be empty"));
+    }
     Ok(Issuer {
+        scope_claim,
+        typ: iss.typ.as_deref().map(media_type),
         issuer: iss.issuer,
         audiences: iss.audiences.into_iter().collect(),
         algorithms,

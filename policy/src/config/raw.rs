@@ -63,6 +63,13 @@ pub struct RawIssuer {
     /// A JWKS fetched through an Envoy cluster.
     #[serde(default)]
     pub remote_jwks: Option<RawRemoteJwks>,
+    /// The claim holding the token's OAuth scopes (`scope` or `scp`); when set, the
+    /// token's permissions are narrowed to its scopes.
+    #[serde(default)]
+    pub scope_claim: Option<String>,
+    /// The header `typ` every token must carry, e.g. `at+jwt` (RFC 9068 access tokens).
+    #[serde(default)]
+    pub typ: Option<String>,
     /// Allowed clock difference for `exp`, `nbf` and `iat`.
     #[serde(default = "default_skew", deserialize_with = "duration::deserialize")]
     pub clock_skew: Duration,
