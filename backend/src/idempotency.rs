@@ -23,6 +23,19 @@
 //!   whose winner died before writing is held again once its generation is older than
 //!   [`PENDING_TIMEOUT_SECS`], the same bound as for a pending record.
 //!
+//! Records are forgotten once no retry may replay them: every claim queues its record's
+//! key, due [`RETENTION_SECS`] + [`FORGET_MARGIN_SECS`] after the claim, on a queue swept by
+//! the requests themselves like the nonces' ([`crate::replay::Queue`]; Spin's key-value
+//! store has no expiry). A record still in use then (a newer claim of the key, which queued
+//! its own entry) is left alone. Otherwise the sweeper swaps the record for a `forgetting`
+//! marker (a conditional swap from what it read, so a claimant that takes the record over
+//! at the same moment wins or loses cleanly), deletes the election counter, then the
+//! marker. A claimant that finds a fresh marker answers 409 (retry in a second): while the
+//! marker is there no election can run, so the counter can go; once both are gone the key
+//! is absent and the next claim is elected as for a new key. A marker older than
+//! [`PENDING_TIMEOUT_SECS`] is from a sweeper that died and is taken over like an expired
+//! record.
+//!
 //! A claim names the resource its request creates (the workspace ID, drawn before the
 //! claim is written). A request that takes over a pending claim whose holder died gets that
 //! same ID back, [`Resource::resumed`], so it finishes the workspace the dead request may
@@ -34,12 +47,32 @@ use sha2::{Digest, Sha256};
 
 use crate::http::ApiResponse;
 use crate::problem::{Kind, Problem};
-use crate::store::Kv;
+use crate::replay::{self, Queue, SKEW_MARGIN_SECS};
+use crate::store::{Kv, StoreError};
 
 /// How long a completed response is replayed.
 pub const RETENTION_SECS: i64 = 24 * 60 * 60;
 /// How long a claim may stay pending before another request may take it over.
 pub const PENDING_TIMEOUT_SECS: i64 = 60;
+/// How long past [`RETENTION_SECS`] after its claim a record is kept before it is
+/// forgotten: past any claim's pending time, and past the retention as seen by a backend
+/// instance whose clock is behind.
+pub const FORGET_MARGIN_SECS: i64 = PENDING_TIMEOUT_SECS + SKEW_MARGIN_SECS as i64;
+
+/// The queue of records to forget.
+pub const RECORDS: Queue = Queue {
+    head: "idemq/head",
+    tail: "idemq/tail",
+    prefix: "idemq/",
+    forget: forget_record,
+};
+
+/// What a sweeper leaves at a record's key while it forgets the record.
+#[derive(Debug, Serialize, Deserialize)]
+struct Forgetting {
+    /// When the sweeper began (unix seconds).
+    forgetting: i64,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -169,6 +202,13 @@ pub fn begin(
     // reported as 409.
     for _ in 0..2 {
         let current = kv.get(&store_key)?;
+        let marker = current
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<Forgetting>(b).ok());
+        if marker.is_some_and(|m| now - m.forgetting <= PENDING_TIMEOUT_SECS) {
+            // Being forgotten: absent in a moment, and then claimed like a new key.
+            return Err(in_flight());
+        }
         let existing: Option<Record> = current
             .as_deref()
             .and_then(|b| serde_json::from_slice(b).ok());
@@ -222,7 +262,14 @@ pub fn begin(
             response: None,
         };
         let fresh_bytes = serde_json::to_vec(&fresh).map_err(|_| Problem::new(Kind::Internal))?;
+        // Queued before it is written, so no record is left that nothing will forget.
+        let forget_after = now
+            .saturating_add(RETENTION_SECS)
+            .saturating_add(FORGET_MARGIN_SECS);
+        let tail = replay::schedule(kv, &RECORDS, &store_key, forget_after)?;
         if kv.compare_and_swap(&store_key, current.as_deref(), &fresh_bytes)? {
+            // Best effort: what this request leaves, the next claims sweep.
+            let _ = replay::sweep_due(kv, &RECORDS, tail, now);
             return Ok(Outcome::Proceed(Claim {
                 store_key,
                 record: fresh_bytes,
@@ -276,6 +323,40 @@ pub fn complete(
     // pending timeout from overwriting the request that took over.
     kv.compare_and_swap(&claim.store_key, Some(&claim.record), &bytes)
         .map(|_| ())
+}
+
+/// Forgets the record at `key` if it is past use (see the module's documentation), then
+/// deletes its queue `slot`.
+fn forget_record(kv: &dyn Kv, key: &str, slot: &str, now: i64) -> Result<(), StoreError> {
+    forget(kv, key, now)?;
+    kv.delete(slot)
+}
+
+fn forget(kv: &dyn Kv, key: &str, now: i64) -> Result<(), StoreError> {
+    let Some(current) = kv.get(key)? else {
+        return Ok(());
+    };
+    let stale = if let Ok(m) = serde_json::from_slice::<Forgetting>(&current) {
+        now - m.forgetting > PENDING_TIMEOUT_SECS
+    } else if let Ok(r) = serde_json::from_slice::<Record>(&current) {
+        now - r.created_at > RETENTION_SECS
+    } else {
+        // Released (`{}`): nothing to replay.
+        true
+    };
+    if !stale {
+        // Claimed again since: that claim queued its own entry.
+        return Ok(());
+    }
+    let marker = serde_json::to_vec(&Forgetting { forgetting: now })
+        .map_err(|e| StoreError(e.to_string()))?;
+    if !kv.compare_and_swap(key, Some(&current), &marker)? {
+        // A claimant took it over first.
+        return Ok(());
+    }
+    // No election runs while the marker is there: the counter can go, then the marker.
+    kv.delete(&claims_key(key))?;
+    kv.delete(key)
 }
 
 /// Gives the key up after a failure, so a retry can run the request again.
@@ -714,5 +795,165 @@ mod tests {
             complete(&kv, winner, &resp).unwrap();
             assert!(matches!(claim_now(&kv, 6, "f"), Seen::Replay));
         }
+    }
+
+    /// The keys of idempotency records and election counters in the store.
+    fn records(kv: &MemoryKv) -> Vec<String> {
+        kv.keys()
+            .into_iter()
+            .filter(|k| k.starts_with("idem/"))
+            .collect()
+    }
+
+    const FORGOTTEN_AFTER: i64 = RETENTION_SECS + FORGET_MARGIN_SECS;
+
+    fn created(kv: &MemoryKv, user: &str, key: &str, f: &str, now: i64) {
+        let claim = proceed(claim_key(kv, user, key, f, now));
+        let resp = ApiResponse::json(201, &serde_json::json!({ "f": f }));
+        complete(kv, claim, &resp).unwrap();
+    }
+
+    #[test]
+    fn records_and_their_counters_are_forgotten_after_the_retention() {
+        let kv = MemoryKv::spin_sqlite();
+        created(&kv, "u", "k1", "f", 0);
+        created(&kv, "u", "k2", "f", 10);
+        let released = proceed(claim_key(&kv, "u", "k3", "f", 20));
+        release(&kv, released);
+        // A claim that died pending is forgotten too.
+        let _dead = proceed(claim_key(&kv, "u", "k4", "f", 30));
+        assert_eq!(records(&kv).len(), 8, "records and counters");
+        // Replayed until the retention ends, whatever sweeping happens meanwhile.
+        created(&kv, "v", "x", "f", RETENTION_SECS - 1);
+        assert!(matches!(
+            claim_key(&kv, "u", "k1", "f", RETENTION_SECS - 1),
+            Ok(Outcome::Replay(_))
+        ));
+        // Past it, later claims sweep the old records with their counters.
+        for (i, at) in [0, 10, 20, 30].iter().enumerate() {
+            created(
+                &kv,
+                "w",
+                &format!("later-{i}"),
+                "f",
+                at + FORGOTTEN_AFTER + 1,
+            );
+        }
+        let left = records(&kv);
+        assert_eq!(left.len(), 10, "{left:?}");
+        for gone in ["k1", "k2", "k3", "k4"] {
+            let key = store_key("u", gone);
+            assert!(
+                !left.contains(&key) && !left.contains(&claims_key(&key)),
+                "{gone}"
+            );
+        }
+        // A forgotten key is claimed afresh, as a new key.
+        let again = proceed(claim_key(&kv, "u", "k1", "f2", FORGOTTEN_AFTER + 100));
+        assert!(!again.resource().resumed);
+    }
+
+    #[test]
+    fn a_key_claimed_again_after_the_retention_is_not_forgotten_early() {
+        let kv = MemoryKv::new();
+        created(&kv, "u", "k", "f1", 0);
+        // Reused past the retention, for another request: a new claim and a new entry.
+        created(&kv, "u", "k", "f2", RETENTION_SECS + 1);
+        // The first entry falls due: the record is in use, so it stays.
+        created(&kv, "w", "a", "f", FORGOTTEN_AFTER + 1);
+        assert!(matches!(
+            claim_key(&kv, "u", "k", "f2", FORGOTTEN_AFTER + 2),
+            Ok(Outcome::Replay(_))
+        ));
+        // The second entry falls due: forgotten.
+        let second_due = RETENTION_SECS + 1 + FORGOTTEN_AFTER;
+        created(&kv, "w", "b", "f", second_due + 1);
+        created(&kv, "w", "c", "f", second_due + 2);
+        assert!(!records(&kv).contains(&store_key("u", "k")));
+    }
+
+    #[test]
+    fn a_record_being_forgotten_is_in_flight_until_it_is_gone() {
+        let kv = MemoryKv::spin_sqlite();
+        let key = store_key("u", "k");
+        let marker = serde_json::to_vec(&Forgetting { forgetting: 100 }).unwrap();
+        kv.set(&key, &marker).unwrap();
+        let err = claim_key(&kv, "u", "k", "f", 100 + PENDING_TIMEOUT_SECS).unwrap_err();
+        assert_eq!(err.kind, Kind::IdempotencyInFlight);
+        // A marker its sweeper left behind when it died is taken over.
+        let claim = proceed(claim_key(&kv, "u", "k", "f", 101 + PENDING_TIMEOUT_SECS));
+        assert!(!claim.resource().resumed);
+    }
+
+    type Hook<'a> = Box<dyn FnOnce(&MemoryKv) + 'a>;
+
+    /// A store that runs `hook` once, just before the first compare-and-swap.
+    struct BeforeSwap<'a> {
+        kv: &'a MemoryKv,
+        hook: std::cell::RefCell<Option<Hook<'a>>>,
+    }
+
+    impl Kv for BeforeSwap<'_> {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.kv.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.kv.set(key, value)
+        }
+        fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.kv.delete(key)
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+            self.kv.increment(key, delta)
+        }
+        fn compare_and_swap(
+            &self,
+            key: &str,
+            expected: Option<&[u8]>,
+            new: &[u8],
+        ) -> Result<bool, StoreError> {
+            if let Some(hook) = self.hook.borrow_mut().take() {
+                hook(self.kv);
+            }
+            self.kv.compare_and_swap(key, expected, new)
+        }
+    }
+
+    #[test]
+    fn a_claim_racing_the_sweeper_wins_or_waits_never_vanishes() {
+        let late = FORGOTTEN_AFTER + 1;
+        // The claimant swaps first: the sweeper leaves its new record alone.
+        let kv = MemoryKv::spin_sqlite();
+        created(&kv, "u", "k", "f1", 0);
+        let racing = BeforeSwap {
+            kv: &kv,
+            hook: std::cell::RefCell::new(Some(Box::new(|kv: &MemoryKv| {
+                created(kv, "u", "k", "f2", late);
+            }))),
+        };
+        forget(&racing, &store_key("u", "k"), late).unwrap();
+        assert!(matches!(
+            claim_key(&kv, "u", "k", "f2", late + 1),
+            Ok(Outcome::Replay(_))
+        ));
+        // The sweeper swaps first: the claimant finds the marker and is told to retry; its
+        // retry, once the record is gone, is elected and proceeds.
+        let kv = MemoryKv::spin_sqlite();
+        created(&kv, "u", "k", "f1", 0);
+        let key = store_key("u", "k");
+        let seen = kv.get(&key).unwrap();
+        assert!(kv
+            .compare_and_swap(
+                &key,
+                seen.as_deref(),
+                &serde_json::to_vec(&Forgetting { forgetting: late }).unwrap()
+            )
+            .unwrap());
+        let err = claim_key(&kv, "u", "k", "f2", late).unwrap_err();
+        assert_eq!(err.kind, Kind::IdempotencyInFlight);
+        kv.delete(&claims_key(&key)).unwrap();
+        kv.delete(&key).unwrap();
+        let claim = proceed(claim_key(&kv, "u", "k", "f2", late + 1));
+        assert_eq!(claim.generation, Some(late + 1));
     }
 }

@@ -35,6 +35,9 @@
 //! between queueing its entry and recording its nonce leaves that record behind (one key,
 //! never an early deletion: nothing is forgotten before every verifier refuses it).
 //!
+//! The queue is generic ([`Queue`]): the idempotency records are forgotten through one of
+//! their own, with the same slots, tickets and races (`crate::idempotency`).
+//!
 //! Cost: recording is three writes and a read; sweeping one slot a read and two writes (the
 //! tail's `increment`, then the nonce and the slot in one `delete_many` batch), and finding
 //! the front not due one read. Every accepted request pays it, whatever its
@@ -51,11 +54,49 @@ pub const SWEEP_PER_REQUEST: usize = 2;
 /// How many times a request writes its entry when sweepers keep passing its slot.
 pub const MAX_PLACEMENTS: usize = 3;
 
-const HEAD: &str = "nonceq/head";
-const TAIL: &str = "nonceq/tail";
+/// A queue of things to forget once they are due: where it lives in the store, and what
+/// forgetting one of its items does. The nonce records use [`NONCES`]; the idempotency
+/// records (`crate::idempotency`) a queue of their own, swept by the same rules.
+pub struct Queue {
+    /// The counter of slots drawn.
+    pub head: &'static str,
+    /// The counter of slots taken by sweepers.
+    pub tail: &'static str,
+    /// The prefix of slot keys (`{prefix}{n:020}`).
+    pub prefix: &'static str,
+    /// Forgets `item`, whose time has passed, then deletes `slot` (its queue slot): in one
+    /// batch where it can.
+    pub forget: fn(kv: &dyn Kv, item: &str, slot: &str, now: i64) -> Result<(), StoreError>,
+}
 
+impl Queue {
+    fn slot(&self, n: i64) -> String {
+        format!("{}{n:020}", self.prefix)
+    }
+}
+
+/// The queue of accepted nonces.
+pub const NONCES: Queue = Queue {
+    head: "nonceq/head",
+    tail: "nonceq/tail",
+    prefix: "nonceq/",
+    forget: forget_nonce,
+};
+
+/// Forgets a nonce with its slot in one batch: whichever goes first, the slot is past the
+/// tail, so no other sweeper visits it.
+fn forget_nonce(kv: &dyn Kv, nonce: &str, slot: &str, _now: i64) -> Result<(), StoreError> {
+    kv.delete_many(&[&seen_key(nonce), slot])
+}
+
+#[cfg(test)]
+const HEAD: &str = NONCES.head;
+#[cfg(test)]
+const TAIL: &str = NONCES.tail;
+
+#[cfg(test)]
 fn slot_key(n: i64) -> String {
-    format!("nonceq/{n:020}")
+    NONCES.slot(n)
 }
 
 fn seen_key(nonce: &str) -> String {
@@ -71,24 +112,25 @@ pub enum Seen {
     Again,
 }
 
-/// A queue slot's content: the nonce and when it may be forgotten (unix seconds).
+/// A queue slot's content: the item (a nonce, a record's key) and when it may be
+/// forgotten (unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     forget_after: i64,
-    nonce: String,
+    item: String,
 }
 
 impl Entry {
     fn encode(&self) -> Vec<u8> {
-        format!("{} {}", self.forget_after, self.nonce).into_bytes()
+        format!("{} {}", self.forget_after, self.item).into_bytes()
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(bytes).ok()?;
-        let (at, nonce) = text.split_once(' ')?;
+        let (at, item) = text.split_once(' ')?;
         Some(Self {
             forget_after: at.parse().ok()?,
-            nonce: nonce.to_owned(),
+            item: item.to_owned(),
         })
     }
 
@@ -109,37 +151,56 @@ pub fn remember(
     now: i64,
 ) -> Result<Seen, StoreError> {
     let forget_after = accepted_until.saturating_add(SKEW_MARGIN_SECS);
-    let entry = Entry {
-        forget_after: i64::try_from(forget_after).unwrap_or(i64::MAX),
-        nonce: nonce.to_owned(),
-    };
+    let forget_after = i64::try_from(forget_after).unwrap_or(i64::MAX);
     // Queued before it is recorded: a request that dies in between leaves a queue entry
     // for a nonce never recorded (harmless), never a record nothing will delete.
-    let tail = enqueue(kv, &entry)?;
+    let tail = schedule(kv, &NONCES, nonce, forget_after)?;
     let seen = match kv.increment(&seen_key(nonce), 1)? {
         1 => Seen::First,
         _ => Seen::Again,
     };
     // Best effort: what this request leaves, the next ones sweep.
-    let _ = sweep(kv, tail, now, SWEEP_PER_REQUEST);
+    let _ = sweep_due(kv, &NONCES, tail, now);
     Ok(seen)
 }
 
+/// Queues `item` of `queue` to be forgotten after `forget_after` (unix seconds); returns the
+/// tail to give [`sweep_due`]. Queue an item before it is stored: a request that dies in
+/// between leaves an entry for nothing (harmless), never an item nothing will forget.
+pub fn schedule(
+    kv: &dyn Kv,
+    queue: &Queue,
+    item: &str,
+    forget_after: i64,
+) -> Result<i64, StoreError> {
+    let entry = Entry {
+        forget_after,
+        item: item.to_owned(),
+    };
+    enqueue(kv, queue, &entry)
+}
+
+/// Forgets at most [`SWEEP_PER_REQUEST`] of `queue`'s due items after `tail`; returns how
+/// many slots it took. A failure leaves the rest to the next requests.
+pub fn sweep_due(kv: &dyn Kv, queue: &Queue, tail: i64, now: i64) -> Result<usize, StoreError> {
+    sweep(kv, queue, tail, now, SWEEP_PER_REQUEST)
+}
+
 /// Appends `entry` to the queue; returns the tail read after it was written.
-fn enqueue(kv: &dyn Kv, entry: &Entry) -> Result<i64, StoreError> {
+fn enqueue(kv: &dyn Kv, q: &Queue, entry: &Entry) -> Result<i64, StoreError> {
     let value = entry.encode();
     let mut previous = None;
     let mut tail = 0;
     for _ in 0..MAX_PLACEMENTS {
-        let slot = kv.increment(HEAD, 1)?;
-        kv.set(&slot_key(slot), &value)?;
+        let slot = kv.increment(q.head, 1)?;
+        kv.set(&q.slot(slot), &value)?;
         if let Some(old) = previous.take() {
-            kv.delete(&slot_key(old))?;
+            kv.delete(&q.slot(old))?;
         }
         // Read after writing: a sweeper whose ticket is `slot` either took it before this
         // read (and then this request sees it here and moves the entry) or reads the slot
         // after the write (and sweeps or moves the entry itself).
-        tail = kv.increment(TAIL, 0)?;
+        tail = kv.increment(q.tail, 0)?;
         if tail < slot {
             return Ok(tail);
         }
@@ -150,7 +211,13 @@ fn enqueue(kv: &dyn Kv, entry: &Entry) -> Result<i64, StoreError> {
 }
 
 /// Sweeps at most `budget` due slots after `tail`; returns how many slots it took.
-fn sweep(kv: &dyn Kv, mut tail: i64, now: i64, budget: usize) -> Result<usize, StoreError> {
+fn sweep(
+    kv: &dyn Kv,
+    q: &Queue,
+    mut tail: i64,
+    now: i64,
+    budget: usize,
+) -> Result<usize, StoreError> {
     let mut taken = 0;
     // Each step reads a slot or catches up with other sweepers: bounded work either way.
     for _ in 0..2 * budget {
@@ -158,7 +225,7 @@ fn sweep(kv: &dyn Kv, mut tail: i64, now: i64, budget: usize) -> Result<usize, S
             break;
         }
         let next = tail + 1;
-        let front = kv.get(&slot_key(next))?;
+        let front = kv.get(&q.slot(next))?;
         match &front {
             Some(bytes) => {
                 if Entry::decode(bytes).is_some_and(|e| !e.due(now)) {
@@ -167,7 +234,7 @@ fn sweep(kv: &dyn Kv, mut tail: i64, now: i64, budget: usize) -> Result<usize, S
             }
             None => {
                 // Swept by another request since `tail` was read: go on from where it is.
-                let current = kv.increment(TAIL, 0)?;
+                let current = kv.increment(q.tail, 0)?;
                 if current >= next {
                     tail = current;
                     continue;
@@ -175,20 +242,20 @@ fn sweep(kv: &dyn Kv, mut tail: i64, now: i64, budget: usize) -> Result<usize, S
                 // Drawn but not written: skip it only once a later slot exists, so a
                 // request that died after drawing cannot stop the sweep, and one still
                 // writing moves its own entry (see `enqueue`).
-                if kv.increment(HEAD, 0)? <= next {
+                if kv.increment(q.head, 0)? <= next {
                     break;
                 }
             }
         }
-        let ticket = kv.increment(TAIL, 1)?;
+        let ticket = kv.increment(q.tail, 1)?;
         // An entry, once written, never changes, so one read before the ticket will do. An
         // empty slot must be read again now that the ticket is held: its writer may have
         // written it and checked the tail just before, and then counts on this sweeper.
         let content = match front {
             Some(bytes) if ticket == next => Some(bytes),
-            _ => kv.get(&slot_key(ticket))?,
+            _ => kv.get(&q.slot(ticket))?,
         };
-        settle(kv, ticket, content.as_deref(), now)?;
+        settle(kv, q, ticket, content.as_deref(), now)?;
         tail = ticket;
         taken += 1;
     }
@@ -196,22 +263,27 @@ fn sweep(kv: &dyn Kv, mut tail: i64, now: i64, budget: usize) -> Result<usize, S
 }
 
 /// Deals with the slot this sweeper holds the ticket for.
-fn settle(kv: &dyn Kv, ticket: i64, content: Option<&[u8]>, now: i64) -> Result<(), StoreError> {
+fn settle(
+    kv: &dyn Kv,
+    q: &Queue,
+    ticket: i64,
+    content: Option<&[u8]>,
+    now: i64,
+) -> Result<(), StoreError> {
     let Some(bytes) = content else {
         // Not written (yet): its writer sees the tail passed it and writes it again.
         return Ok(());
     };
+    let slot = q.slot(ticket);
     match Entry::decode(bytes) {
         Some(entry) if !entry.due(now) => {
-            enqueue(kv, &entry)?;
+            enqueue(kv, q, &entry)?;
         }
-        // Forgotten with its slot in one batch: whichever goes first, the slot is past the
-        // tail, so no other sweeper visits it.
-        Some(entry) => return kv.delete_many(&[&seen_key(&entry.nonce), &slot_key(ticket)]),
+        Some(entry) => return (q.forget)(kv, &entry.item, &slot, now),
         // Not an entry this code wrote: nothing to forget but the slot.
         None => {}
     }
-    kv.delete(&slot_key(ticket))
+    kv.delete(&slot)
 }
 
 #[cfg(test)]
@@ -410,7 +482,7 @@ mod tests {
         kv.increment(HEAD, 1).unwrap();
         let later = Entry {
             forget_after: 5_000,
-            nonce: "later".into(),
+            item: "later".into(),
         };
         kv.set(&slot_key(2), &later.encode()).unwrap();
         // The sweeper finds slot 1 empty; before it takes its ticket, the writer writes the
@@ -418,16 +490,16 @@ mod tests {
         let racing = hooked(&kv, At::Ticket, |kv: &MemoryKv| {
             let mine = Entry {
                 forget_after: 5_000,
-                nonce: "mine".into(),
+                item: "mine".into(),
             };
             kv.set(&slot_key(1), &mine.encode()).unwrap();
             assert_eq!(kv.increment(TAIL, 0).unwrap(), 0);
             kv.increment(&seen_key("mine"), 1).unwrap();
         });
-        assert_eq!(sweep(&racing, 0, 1_000, 1), Ok(1));
+        assert_eq!(sweep(&racing, &NONCES, 0, 1_000, 1), Ok(1));
         // The sweeper holding slot 1 saw the entry after all and queued it again.
         assert_eq!(orphans(&kv), Vec::<String>::new());
-        while sweep(&kv, kv.increment(TAIL, 0).unwrap(), 9_000, 2).unwrap() > 0 {}
+        while sweep(&kv, &NONCES, kv.increment(TAIL, 0).unwrap(), 9_000, 2).unwrap() > 0 {}
         assert_eq!(stored(&kv), (0, 0), "{:?}", kv.keys());
     }
 
@@ -443,10 +515,10 @@ mod tests {
             kv.increment(&seen_key("later"), 1).unwrap();
             let later = Entry {
                 forget_after: 5_000,
-                nonce: "later".into(),
+                item: "later".into(),
             };
             kv.set(&slot_key(slot), &later.encode()).unwrap();
-            sweep(kv, 0, 1_000, 3).unwrap();
+            sweep(kv, &NONCES, 0, 1_000, 3).unwrap();
         });
         assert_eq!(remember(&racing, "new", 2_000, 1_000), Ok(Seen::First));
         assert_eq!(
@@ -473,21 +545,28 @@ mod tests {
             &slot_key(1),
             &Entry {
                 forget_after: 50,
-                nonce: "x".into(),
+                item: "x".into(),
             }
             .encode(),
         )
         .unwrap();
         kv.increment(&seen_key("x"), 1).unwrap();
         // The sweeper looked at slot 0's successor, but another took it: it holds slot 1.
-        settle(&kv, 1, kv.get(&slot_key(1)).unwrap().as_deref(), 10).unwrap();
+        settle(
+            &kv,
+            &NONCES,
+            1,
+            kv.get(&slot_key(1)).unwrap().as_deref(),
+            10,
+        )
+        .unwrap();
         assert_eq!(kv.get(&slot_key(1)).unwrap(), None);
         assert_eq!(
             kv.get(&slot_key(2)).unwrap(),
             Some(
                 Entry {
                     forget_after: 50,
-                    nonce: "x".into()
+                    item: "x".into()
                 }
                 .encode()
             )
@@ -560,7 +639,7 @@ mod tests {
         // Long after, sweeping alone empties the queue: every nonce forgotten, no orphan.
         let later = 2_000_000_000;
         let mut sweeps = 0;
-        while sweep(&kv, kv.increment(TAIL, 0).unwrap(), later, 2).unwrap() > 0 {
+        while sweep(&kv, &NONCES, kv.increment(TAIL, 0).unwrap(), later, 2).unwrap() > 0 {
             sweeps += 1;
         }
         assert!(sweeps > 0);
