@@ -19,10 +19,10 @@ use crate::route::{PathPattern, Route, RouteTable};
 
 mod issuer;
 mod raw;
-pub use issuer::{media_type, Discovery, Issuer, RemoteJwks, ScopeClaim};
+pub use issuer::{media_type, Discovery, Issuer, RemoteJwks, ScopeClaim, TokenSource};
 pub use raw::{
     IdempotencyMode, OrgSource, RawConfig, RawIdempotency, RawIdentity, RawIssuer, RawLimits,
-    RawRateLimit, RawRemoteJwks, RawRoute, Unmatched,
+    RawRateLimit, RawRemoteJwks, RawRoute, RawTokenSource, Unmatched,
 };
 
 /// Where a configuration went wrong: the JSON path of the field and why.

@@ -10,7 +10,7 @@ use edge_contract::{request_id, Request, Signer, FORWARDED_HEADERS};
 use serde_json::Value;
 
 use crate::cache::TokenCache;
-use crate::config::{IdempotencyMode, OrgSource, Policy, Unmatched};
+use crate::config::{IdempotencyMode, OrgSource, Policy, TokenSource, Unmatched};
 use crate::headers::{self, Pair};
 use crate::idempotency::{self, Begin, Claim, Records, StoredResponse};
 use crate::jwks::JwkSet;
@@ -383,11 +383,28 @@ impl Worker {
         // The bearer token stops here: the backend gets the signed identity only.
         // The client's copies of the identity headers are dropped here; the signed ones are
         // added by the route from `forward_state`.
+        // So do tokens sent in configured headers and cookies (every issuer's, whichever
+        // carried this request's token).
+        let mut token_cookies = Vec::new();
         pending.remove_headers = std::iter::once("authorization")
             .chain(FORWARDED_HEADERS)
             .map(str::to_owned)
             .collect();
+        for source in policy.issuers.iter().flat_map(|i| &i.token_sources) {
+            match source {
+                TokenSource::Header { name, .. } => pending.remove_headers.push(name.clone()),
+                TokenSource::Cookie(name) => token_cookies.push(name.as_str()),
+            }
+        }
         pending.set_headers = vec![(REQUEST_ID.to_owned(), pending.request_id.clone())];
+        if !token_cookies.is_empty() {
+            if let Some(kept) = auth::cookies_without(req, &token_cookies) {
+                pending.remove_headers.push("cookie".to_owned());
+                if !kept.is_empty() {
+                    pending.set_headers.push(("cookie".to_owned(), kept));
+                }
+            }
+        }
         pending.verified = Some(verified);
         if !pending.needs_body {
             self.sign(pending, &[], host);

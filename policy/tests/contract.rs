@@ -932,6 +932,26 @@ fn configs_the_filter_refuses_name_the_field() {
         ),
         (json!({"roles": {"owner": [""]}}), "roles.owner"),
         (
+            json!({"issuers": [{"issuer": "i", "audiences": ["a"], "algorithms": ["EdDSA"], "jwks": {"keys": [keys.jwk("ed")]},
+                                "token_sources": [{"header": "Authorization"}]}]}),
+            "issuers[0].token_sources[0].header",
+        ),
+        (
+            json!({"issuers": [{"issuer": "i", "audiences": ["a"], "algorithms": ["EdDSA"], "jwks": {"keys": [keys.jwk("ed")]},
+                                "token_sources": [{"header": "x-t"}, {"header": "x-t", "cookie": "c"}]}]}),
+            "issuers[0].token_sources[1]",
+        ),
+        (
+            json!({"issuers": [{"issuer": "i", "audiences": ["a"], "algorithms": ["EdDSA"], "jwks": {"keys": [keys.jwk("ed")]},
+                                "token_sources": [{"cookie": "a;b"}]}]}),
+            "issuers[0].token_sources[0].cookie",
+        ),
+        (
+            json!({"issuers": [{"issuer": "i", "audiences": ["a"], "algorithms": ["EdDSA"], "jwks": {"keys": [keys.jwk("ed")]},
+                                "token_sources": [{"query": "access_token"}]}]}),
+            "issuers[0].token_sources[0].query",
+        ),
+        (
             json!({"issuers": [{"issuer": "i", "audiences": ["a"], "algorithms": ["EdDSA"], "jwks": {"keys": [keys.jwk("ed")]}, "scope_claim": "scopes"}]}),
             "issuers[0].scope_claim",
         ),
@@ -1629,4 +1649,87 @@ fn an_issuer_may_require_access_tokens() {
         );
         assert_eq!((got.status, got.reason), (status, reason), "typ {typ:?}");
     }
+}
+
+/// Tokens from a configured cookie or header, for the issuers that name them: found when
+/// no `Authorization` header is sent, refused for an issuer that does not accept them, and
+/// never forwarded.
+#[test]
+fn tokens_from_configured_cookies_and_headers() {
+    let mut f = Fixture::with(|cfg| {
+        cfg["issuers"][1]["token_sources"] =
+            json!([{"cookie": "at"}, {"header": "X-Access-Token", "prefix": "Token "}]);
+    });
+    let sign = |f: &Fixture, iss: &str, alg: Alg, kid: &str| {
+        let claims = testkit::claims(iss, "workspace-api", "u-alice", NOW);
+        f.keys.sign(alg, Some(kid), &claims)
+    };
+    let ed = sign(&f, "ed-only", Alg::EdDSA, "ed");
+    let other = sign(&f, "test-iss", Alg::HS256, "hmac");
+    let get = |f: &mut Fixture, headers: &[(&str, &str)]| {
+        f.run("GET", "/api/workspaces/w-1", headers, b"")
+    };
+
+    let cookie = format!("theme=dark; at={ed}; lang=en");
+    let (got, pending) = get(&mut f, &[("cookie", &cookie)]);
+    assert_eq!(got.status, 200, "{got:?}");
+    // The token cookie is cut from what is forwarded; the configured header is dropped.
+    assert!(pending.remove_headers.contains(&"cookie".to_owned()));
+    assert!(pending
+        .remove_headers
+        .contains(&"x-access-token".to_owned()));
+    assert!(pending
+        .set_headers
+        .contains(&("cookie".to_owned(), "theme=dark; lang=en".to_owned())));
+    let (got, pending) = get(&mut f, &[("cookie", &format!("at={ed}"))]);
+    assert_eq!(got.status, 200);
+    assert!(pending.remove_headers.contains(&"cookie".to_owned()));
+    assert!(!pending.set_headers.iter().any(|(n, _)| n == "cookie"));
+
+    let token_header = format!("token {ed}");
+    assert_eq!(
+        get(&mut f, &[("x-access-token", &token_header)]).0.status,
+        200
+    );
+    let cases: Vec<(Vec<(&str, String)>, u16, &str)> = vec![
+        (
+            vec![("x-access-token", ed.clone())],
+            401,
+            "bad_authorization",
+        ),
+        (
+            vec![("cookie", format!("at={ed}; at={ed}"))],
+            401,
+            "bad_authorization",
+        ),
+        (vec![("cookie", "theme=dark".into())], 401, "missing_token"),
+        (
+            vec![("cookie", "at=not a token".into())],
+            401,
+            "token_malformed",
+        ),
+        // Another issuer's token in the cookie: that issuer accepts Authorization only.
+        (
+            vec![("cookie", format!("at={other}"))],
+            401,
+            "token_source_not_allowed",
+        ),
+        // Authorization comes first.
+        (
+            vec![
+                ("authorization", bearer(&other)),
+                ("cookie", "at=garbage".into()),
+            ],
+            200,
+            "allowed",
+        ),
+    ];
+    for (headers, status, reason) in cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let (got, _) = get(&mut f, &h);
+        assert_eq!((got.status, got.reason), (status, reason), "{headers:?}");
+    }
+    // Once cached (verified through Authorization above), still not from the cookie.
+    let (got, _) = get(&mut f, &[("cookie", &format!("at={other}"))]);
+    assert_eq!(got.reason, "token_source_not_allowed");
 }

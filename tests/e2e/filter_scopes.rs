@@ -1,13 +1,15 @@
-//! OAuth scopes and RFC 9068 access tokens through the real Envoy, filter and runner: an
-//! issuer whose tokens' permissions are narrowed to their `scope` and which requires
-//! `typ: at+jwt`. What the scopes delegate is created by the backend; a scope the token
-//! lacks is a 403 that names it; an ID token is refused.
+//! OAuth access tokens through the real Envoy, filter and runner: an issuer whose tokens'
+//! permissions are narrowed to their `scope` and which requires `typ: at+jwt` (what the
+//! scopes delegate is created by the backend; a scope the token lacks is a 403 that names
+//! it; an ID token is refused), and tokens sent in a cookie.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use e2e::{post_json, shipped_filter_config, Stack, StackOptions, SEED_004_REQUEST, SEED_ORG};
+use e2e::{
+    post_json, send, shipped_filter_config, Stack, StackOptions, SEED_004_REQUEST, SEED_ORG,
+};
 use edge_policy::testkit::{self, Keys};
 use serde_json::{json, Value};
 
@@ -74,4 +76,45 @@ fn scopes_narrow_permissions_and_access_tokens_are_required() {
     assert!(r
         .header("www-authenticate")
         .is_some_and(|c| c.contains("error=\"invalid_token\"")));
+}
+
+/// A browser-style client sends its token in a cookie: accepted for the issuer that names
+/// the cookie, refused for one that does not.
+#[test]
+fn tokens_may_come_in_a_configured_cookie() {
+    let keys = Keys::new(41);
+    let mut config = shipped_filter_config();
+    config["issuers"].as_array_mut().unwrap().push(json!({
+        "issuer": ISSUER, "audiences": ["workspace-api"], "algorithms": ["HS256"],
+        "jwks": {"keys": [keys.jwk("hmac")]},
+        "token_sources": [{"cookie": "access_token"}]
+    }));
+    let stack = Stack::start(StackOptions {
+        filter_config: Some(config),
+        ..Default::default()
+    });
+    let url = format!("{}/api/workspaces", stack.gateway_url());
+    let token = access_token(&keys, "JWT", Value::Null);
+    let cookie = format!("theme=dark; access_token={token}");
+    let created = send(
+        "POST",
+        &url,
+        &[("cookie", &cookie), ("content-type", "application/json")],
+        Some(SEED_004_REQUEST.as_bytes()),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.json()["data"]["createdBy"], "u-scoped");
+    // The shipped development issuer takes `Authorization: Bearer` only.
+    let dev = e2e::dev_token("u-alice", &[(SEED_ORG, &["owner"])]);
+    let r = send(
+        "POST",
+        &url,
+        &[
+            ("cookie", &format!("access_token={dev}")),
+            ("content-type", "application/json"),
+        ],
+        Some(SEED_004_REQUEST.as_bytes()),
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.text().contains("where this one was sent"), "{}", r.text());
 }

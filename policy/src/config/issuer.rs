@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::raw::{RawIssuer, RawRemoteJwks};
+use super::raw::{RawIssuer, RawRemoteJwks, RawTokenSource};
 use super::{err, ConfigError};
 use crate::duration;
 use crate::jwks::JwkSet;
@@ -23,6 +23,8 @@ pub struct Issuer {
     pub inline_keys: JwkSet,
     /// The remote JWKS, if any.
     pub remote: Option<RemoteJwks>,
+    /// Where else than `Authorization: Bearer` its tokens may come from.
+    pub token_sources: Vec<TokenSource>,
     /// The claim holding OAuth scopes that narrow the token's permissions, if any.
     pub scope_claim: Option<ScopeClaim>,
     /// The `typ` every token must carry (lower case, without `application/`), if any.
@@ -31,6 +33,75 @@ pub struct Issuer {
     pub skew_secs: i64,
     /// Longest lifetime in seconds.
     pub max_lifetime_secs: i64,
+}
+
+/// A place other than `Authorization: Bearer` a token may be sent in. Never the query
+/// string: a URL ends up in access logs, browser history and `Referer` headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A request header (lower case); its value is the token after `prefix`.
+    Header {
+        /// The header's name.
+        name: String,
+        /// What the value starts with before the token (compared ignoring case).
+        prefix: String,
+    },
+    /// A cookie of this name.
+    Cookie(String),
+}
+
+/// Headers a token source may not name: the ones the filter reads or writes itself.
+const RESERVED_HEADERS: [&str; 8] = [
+    "authorization",
+    "cookie",
+    "host",
+    "x-request-id",
+    "idempotency-key",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+];
+
+fn token_source(
+    raw: &RawTokenSource,
+    at: &dyn Fn(&str) -> String,
+) -> Result<TokenSource, ConfigError> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    match (&raw.header, &raw.cookie) {
+        (Some(name), None) => {
+            let name = name.to_ascii_lowercase();
+            if name.is_empty() || !name.bytes().all(tchar) {
+                return Err(err(at("header"), "must be a header name"));
+            }
+            if RESERVED_HEADERS.contains(&name.as_str())
+                || edge_contract::FORWARDED_HEADERS.contains(&name.as_str())
+            {
+                return Err(err(
+                    at("header"),
+                    format!("{name:?} is read or written by the filter itself"),
+                ));
+            }
+            let prefix = raw.prefix.clone().unwrap_or_default();
+            if !prefix.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+                return Err(err(at("prefix"), "must be printable ASCII"));
+            }
+            Ok(TokenSource::Header { name, prefix })
+        }
+        (None, Some(name)) if raw.prefix.is_none() => {
+            if name.is_empty() || !name.bytes().all(tchar) {
+                return Err(err(
+                    at("cookie"),
+                    "must be a cookie name (an RFC 6265 token)",
+                ));
+            }
+            Ok(TokenSource::Cookie(name.clone()))
+        }
+        (None, Some(_)) => Err(err(at("prefix"), "applies to `header` sources only")),
+        _ => Err(err(
+            at(""),
+            "exactly one of `header` and `cookie` is required",
+        )),
+    }
 }
 
 /// Where a token's OAuth scopes are: `scope` (RFC 8693, RFC 9068: one space-separated
@@ -175,10 +246,26 @@ fn issuer(iss: RawIssuer, at: &dyn Fn(&str) -> String) -> Result<Issuer, ConfigE
             ))
         }
     };
+    let token_sources = iss
+        .token_sources
+        .iter()
+        .enumerate()
+        .map(|(n, raw)| {
+            token_source(raw, &|f: &str| {
+                let field = format!("token_sources[{n}]");
+                at(&if f.is_empty() {
+                    field
+                } else {
+                    format!("{field}.{f}")
+                })
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if iss.typ.as_deref().is_some_and(|t| media_type(t).is_empty()) {
         return Err(err(at("typ"), "must not be empty"));
     }
     Ok(Issuer {
+        token_sources,
         scope_claim,
         typ: iss.typ.as_deref().map(media_type),
         issuer: iss.issuer,

@@ -63,6 +63,9 @@ pub struct RawIssuer {
     /// A JWKS fetched through an Envoy cluster.
     #[serde(default)]
     pub remote_jwks: Option<RawRemoteJwks>,
+    /// Where else than `Authorization: Bearer` this issuer's tokens may come from.
+    #[serde(default)]
+    pub token_sources: Vec<RawTokenSource>,
     /// The claim holding the token's OAuth scopes (`scope` or `scp`); when set, the
     /// token's permissions are narrowed to its scopes.
     #[serde(default)]
@@ -86,6 +89,21 @@ fn default_skew() -> Duration {
 }
 fn default_max_lifetime() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+
+/// A place a token may be sent in: exactly one of `header` and `cookie`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenSource {
+    /// A request header whose value is the token (after `prefix`).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// A prefix the header's value starts with, e.g. `"Token "`; compared ignoring case.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// A cookie whose value is the token.
+    #[serde(default)]
+    pub cookie: Option<String>,
 }
 
 /// A remote JWKS endpoint reached through an Envoy cluster.

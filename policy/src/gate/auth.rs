@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use crate::cache::TokenCache;
+use crate::config::{Issuer, TokenSource};
 use crate::jwt::{TokenError, Verified, Verifier};
 use crate::problem::{catalogue, Problem};
 use crate::ratelimit::{self, Decision, Limiter};
@@ -35,20 +36,21 @@ impl Worker {
         host: &mut Host<'_>,
         may_wait: bool,
     ) -> Result<Verified, Auth> {
-        // `on_headers` refused a non-ASCII Authorization value before this point.
-        let values = req.text_values("authorization").unwrap_or_default();
-        let token = match bearer(&values) {
-            Ok(t) => t,
+        let policy = Arc::clone(&self.policy);
+        let (token, source) = match find_token(req, &policy.issuers) {
+            Ok(found) => found,
             Err(p) => return Err(self.failed(req, host, may_wait, *p)),
         };
         let cache_key = TokenCache::key(token);
         if let Some(v) = self.cache.get(&cache_key, host.now_secs()) {
+            if !source_allowed(&policy.issuers, &v.identity.iss, source) {
+                return Err(self.failed(req, host, may_wait, source_refused()));
+            }
             return Ok(v.clone());
         }
         // Before paying for a signature check, make sure this address has not spent its
         // allowance on failed authentications or on requests held for keys.
         self.allowance(req, host, false)?;
-        let policy = Arc::clone(&self.policy);
         let outcome = {
             let keys = &self.keys;
             let lookup = |i: usize| keys.get(i).and_then(Option::as_ref);
@@ -66,6 +68,9 @@ impl Worker {
             }
         };
         match outcome {
+            Ok(v) if !source_allowed(&policy.issuers, &v.identity.iss, source) => {
+                Err(self.failed(req, host, may_wait, source_refused()))
+            }
             Ok(v) => {
                 self.cache.put(cache_key, v.clone());
                 Ok(v)
@@ -164,6 +169,122 @@ fn store_unavailable() -> Problem {
     catalogue::unavailable("store_error", "rate-limit state is unavailable", 1)
 }
 
+/// The request's token and, unless it came in `Authorization: Bearer`, the configured
+/// source it came in. `Authorization` comes first; then the issuers' sources in the order
+/// configured; none is 401 `missing_token`.
+fn find_token<'h, 'p>(
+    req: &RequestHead<'h>,
+    issuers: &'p [Issuer],
+) -> Result<(&'h str, Option<&'p TokenSource>), Box<Problem>> {
+    // `on_headers` refused a non-ASCII Authorization value before this point.
+    let values = req.text_values("authorization").unwrap_or_default();
+    if !values.is_empty() {
+        return bearer(&values).map(|t| (t, None));
+    }
+    for source in issuers.iter().flat_map(|i| &i.token_sources) {
+        let found = match source {
+            TokenSource::Header { name, prefix } => from_header(req, name, prefix)?,
+            TokenSource::Cookie(name) => from_cookie(req, name)?,
+        };
+        if let Some(token) = found {
+            return token_syntax(token).map(|t| (t, Some(source)));
+        }
+    }
+    Err(Box::new(catalogue::missing_token()))
+}
+
+fn from_header<'h>(
+    req: &RequestHead<'h>,
+    name: &str,
+    prefix: &str,
+) -> Result<Option<&'h str>, Box<Problem>> {
+    let values = req.text_values(name).map_err(|()| {
+        Box::new(catalogue::bad_authorization(&format!(
+            "the {name} header must be ASCII text"
+        )))
+    })?;
+    match values.as_slice() {
+        [] => Ok(None),
+        [one] => {
+            let value = one.trim();
+            let token = value
+                .get(..prefix.len())
+                .filter(|p| p.eq_ignore_ascii_case(prefix))
+                .and_then(|_| value.get(prefix.len()..));
+            match token {
+                Some(t) => Ok(Some(t.trim())),
+                None => Err(Box::new(catalogue::bad_authorization(&format!(
+                    "the {name} header must be `{prefix}<token>`"
+                )))),
+            }
+        }
+        _ => Err(Box::new(catalogue::bad_authorization(&format!(
+            "send exactly one {name} header"
+        )))),
+    }
+}
+
+/// The value of cookie `name` (RFC 6265 `cookie-string`s, one or more `Cookie` headers).
+fn from_cookie<'h>(req: &RequestHead<'h>, name: &str) -> Result<Option<&'h str>, Box<Problem>> {
+    let mut found = None;
+    for pair in cookies(req) {
+        if let Some((n, v)) = pair.split_once('=') {
+            if n.trim() == name {
+                if found.is_some() {
+                    return Err(Box::new(catalogue::bad_authorization(&format!(
+                        "send the {name} cookie once"
+                    ))));
+                }
+                found = Some(v.trim().trim_matches('"'));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Every `name=value` pair of the request's `Cookie` headers that is ASCII text (others
+/// are not the filter's business).
+pub(super) fn cookies<'h>(req: &RequestHead<'h>) -> impl Iterator<Item = &'h str> {
+    req.values("cookie")
+        .into_iter()
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
+/// The `Cookie` header to forward without the cookies named `names`: `None` when the
+/// request has none of them (forward it as it is), else the other pairs (maybe none).
+pub(super) fn cookies_without(req: &RequestHead<'_>, names: &[&str]) -> Option<String> {
+    let named = |pair: &str| names.contains(&pair.split_once('=').map_or(pair, |(n, _)| n).trim());
+    if !cookies(req).any(named) {
+        return None;
+    }
+    Some(
+        cookies(req)
+            .filter(|p| !named(p))
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
+/// Whether a token from `source` may vouch for a caller of issuer `iss`: `Authorization`
+/// always, a configured source only for the issuers that name it.
+fn source_allowed(issuers: &[Issuer], iss: &str, source: Option<&TokenSource>) -> bool {
+    source.is_none_or(|s| {
+        issuers
+            .iter()
+            .any(|i| i.issuer == iss && i.token_sources.contains(s))
+    })
+}
+
+fn source_refused() -> Problem {
+    catalogue::invalid_token(
+        "token_source_not_allowed",
+        "the token's issuer does not accept tokens from where this one was sent".into(),
+    )
+}
+
 /// The token of the single `Authorization: Bearer` header.
 fn bearer<'h>(values: &[&'h str]) -> Result<&'h str, Box<Problem>> {
     let value = match values {
@@ -185,7 +306,11 @@ fn bearer<'h>(values: &[&'h str]) -> Result<&'h str, Box<Problem>> {
             "the Authorization scheme must be Bearer",
         )));
     }
-    let token = token.trim();
+    token_syntax(token.trim())
+}
+
+/// `token` if it has a JWT's characters (base64url and dots); 401 `token_malformed` if not.
+fn token_syntax(token: &str) -> Result<&str, Box<Problem>> {
     if token.is_empty()
         || !token
             .bytes()
