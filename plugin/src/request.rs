@@ -300,6 +300,17 @@ impl Request {
         }
         self.phase = Phase::Forwarded;
         vm.metrics.count("allowed");
+        // Checks in dry-run: what they would have refused, counted and logged, not applied.
+        for reason in &self.pending.dry_run {
+            vm.metrics.count(&format!("dry_run.{reason}"));
+            host::log(
+                Level::Info,
+                &format!(
+                    "request_id={} dry_run reason={reason}",
+                    self.pending.request_id
+                ),
+            );
+        }
         Action::Continue
     }
 

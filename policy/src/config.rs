@@ -15,14 +15,14 @@ use serde::Deserialize;
 
 use crate::duration;
 use crate::ratelimit::Bucket;
-use crate::route::{PathPattern, Route, RouteTable};
+use crate::route::{Enforce, PathPattern, Route, RouteTable};
 
 mod issuer;
 mod raw;
 pub use issuer::{media_type, Discovery, Issuer, RemoteJwks, ScopeClaim, TokenSource};
 pub use raw::{
-    IdempotencyMode, OrgSource, RawConfig, RawIdempotency, RawIdentity, RawIssuer, RawLimits,
-    RawRateLimit, RawRemoteJwks, RawRoute, RawTokenSource, Unmatched,
+    IdempotencyMode, OrgSource, RawConfig, RawEnforce, RawEnforceEach, RawIdempotency, RawIdentity,
+    RawIssuer, RawLimits, RawRateLimit, RawRemoteJwks, RawRoute, RawTokenSource, Unmatched,
 };
 
 /// Where a configuration went wrong: the JSON path of the field and why.
@@ -282,6 +282,15 @@ fn routes(raw: Vec<RawRoute>) -> Result<RouteTable, ConfigError> {
             conditions: r.conditions,
             rate_limit,
             idempotency: r.idempotency,
+            enforce: match r.enforce {
+                None => Enforce::default(),
+                Some(RawEnforce::All(on)) => Enforce::all(on),
+                Some(RawEnforce::Each(e)) => Enforce {
+                    permission: e.permission,
+                    conditions: e.conditions,
+                    rate_limit: e.rate_limit,
+                },
+            },
         });
     }
     Ok(RouteTable::new(routes))

@@ -152,6 +152,8 @@ pub struct Pending {
     content_type: Option<String>,
     /// The held idempotency claim, once the body decided.
     pub claim: Option<Claim>,
+    /// What checks in dry-run would have refused (their reasons); the request went on.
+    pub dry_run: Vec<&'static str>,
 }
 
 impl Pending {
@@ -320,13 +322,9 @@ impl Worker {
                 }
                 Some(OrgSource::BodyField(_)) | None => None,
             };
-            if let Some(org) = org {
-                if let Err(d) = self.authorize(route, &verified, org) {
-                    return pending.reject(catalogue::denied(d, route.permission.as_deref()));
-                }
-            } else if route.org.is_none() {
-                if let Err(d) = permission::check_conditions(&verified.claims, &route.conditions) {
-                    return pending.reject(catalogue::forbidden(d.reason()));
+            if org.is_some() || route.org.is_none() {
+                if let Err(p) = decide_access(route, &verified, org, &mut pending.dry_run) {
+                    return pending.reject(*p);
                 }
             }
             if let Some(bucket) = route.rate_limit {
@@ -345,17 +343,24 @@ impl Worker {
                         ))
                     }
                 };
-                pending
-                    .response_headers
-                    .push(("ratelimit-policy".into(), bucket.policy_header(&route.name)));
-                pending
-                    .response_headers
-                    .push(("ratelimit".into(), decision.header(&route.name)));
-                if !decision.allowed {
-                    return pending.reject(catalogue::rate_limited(
-                        "rate_limited",
-                        decision.retry_after_secs,
-                    ));
+                if !route.enforce.rate_limit {
+                    // Dry-run: no headers for a limit that is not in force.
+                    if !decision.allowed {
+                        pending.dry_run.push("rate_limited");
+                    }
+                } else {
+                    pending
+                        .response_headers
+                        .push(("ratelimit-policy".into(), bucket.policy_header(&route.name)));
+                    pending
+                        .response_headers
+                        .push(("ratelimit".into(), decision.header(&route.name)));
+                    if !decision.allowed {
+                        return pending.reject(catalogue::rate_limited(
+                            "rate_limited",
+                            decision.retry_after_secs,
+                        ));
+                    }
                 }
             }
             if route.idempotency != IdempotencyMode::Off {
@@ -466,8 +471,11 @@ impl Worker {
             else {
                 return pending.reject(catalogue::missing_org(field));
             };
-            if let Err(d) = self.authorize(route, verified, org) {
-                return pending.reject(catalogue::denied(d, route.permission.as_deref()));
+            let mut dry_run = std::mem::take(&mut pending.dry_run);
+            let decided = decide_access(route, verified, Some(org), &mut dry_run);
+            pending.dry_run = dry_run;
+            if let Err(p) = decided {
+                return pending.reject(*p);
             }
         }
         if let Some(key) = pending.idempotency_key.clone() {
@@ -602,36 +610,45 @@ impl Worker {
         }
         .release(claim)
     }
+}
 
-    fn authorize(
-        &self,
-        route: &Route,
-        verified: &Verified,
-        org: &str,
-    ) -> Result<(), permission::Denial> {
-        let Some(perm) = &route.permission else {
-            return Ok(());
-        };
-        let decided = permission::authorize(
-            &verified.identity,
-            &verified.claims,
-            org,
-            perm,
-            &route.conditions,
-        );
-        match decided {
-            // Narrowed away by the token's scopes: a token with the scope may pass.
-            Err(permission::Denial::MissingPermission)
-                if verified
-                    .scopes
-                    .as_ref()
-                    .is_some_and(|s| !s.contains(perm.as_str())) =>
-            {
-                Err(permission::Denial::InsufficientScope)
-            }
-            other => other,
+/// Decides `route`'s permission in `org` (when the route has one and `org` is known) and
+/// its conditions: `Err` with the refusal to send for an enforced check that fails; what a
+/// dry-run check would have refused goes into `dry_run` and the request goes on.
+fn decide_access(
+    route: &Route,
+    verified: &Verified,
+    org: Option<&str>,
+    dry_run: &mut Vec<&'static str>,
+) -> Result<(), Box<Problem>> {
+    let mut denials = Vec::new();
+    if let (Some(perm), Some(org)) = (&route.permission, org) {
+        if let Err(d) = verified.identity.may(org, perm) {
+            let d = match permission::Denial::from(d) {
+                // Narrowed away by the token's scopes: a token with the scope may pass.
+                permission::Denial::MissingPermission
+                    if verified
+                        .scopes
+                        .as_ref()
+                        .is_some_and(|s| !s.contains(perm.as_str())) =>
+                {
+                    permission::Denial::InsufficientScope
+                }
+                d => d,
+            };
+            denials.push(d);
         }
     }
+    if let Err(d) = permission::check_conditions(&verified.claims, &route.conditions) {
+        denials.push(d);
+    }
+    for d in denials {
+        if route.enforce.applies(d) {
+            return Err(Box::new(catalogue::denied(d, route.permission.as_deref())));
+        }
+        dry_run.push(d.reason());
+    }
+    Ok(())
 }
 
 fn first8(b: [u8; 16]) -> [u8; 8] {

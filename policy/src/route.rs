@@ -111,6 +111,46 @@ pub struct Route {
     pub rate_limit: Option<Bucket>,
     /// Idempotency-Key handling.
     pub idempotency: IdempotencyMode,
+    /// Which checks are applied; the others run in dry-run.
+    pub enforce: Enforce,
+}
+
+/// Which of a route's authorization checks are applied. A check not enforced still runs:
+/// what it would have refused is counted (`dry_run.<reason>`) and logged with the request
+/// ID, and the request goes on, so a team can watch a policy before turning it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enforce {
+    /// Membership and permission in the target organization (and the token's scopes).
+    pub permission: bool,
+    /// The ABAC conditions.
+    pub conditions: bool,
+    /// The rate limit.
+    pub rate_limit: bool,
+}
+
+impl Default for Enforce {
+    fn default() -> Self {
+        Self::all(true)
+    }
+}
+
+impl Enforce {
+    /// Every check applied (`true`) or every one in dry-run.
+    pub fn all(on: bool) -> Self {
+        Self {
+            permission: on,
+            conditions: on,
+            rate_limit: on,
+        }
+    }
+
+    /// Whether the check that found `denial` is applied.
+    pub fn applies(&self, denial: crate::permission::Denial) -> bool {
+        match denial {
+            crate::permission::Denial::Condition => self.conditions,
+            _ => self.permission,
+        }
+    }
 }
 
 /// Routes in configuration order; the first match wins.

@@ -1733,3 +1733,63 @@ fn tokens_from_configured_cookies_and_headers() {
     let (got, _) = get(&mut f, &[("cookie", &format!("at={other}"))]);
     assert_eq!(got.reason, "token_source_not_allowed");
 }
+
+/// Checks in dry-run decide, record what they would have refused, and let the request go;
+/// the checks still enforced are applied as ever.
+#[test]
+fn checks_in_dry_run_are_recorded_not_applied() {
+    let mut f = Fixture::with(|cfg| {
+        cfg["routes"][0]["enforce"] = json!(false);
+        cfg["routes"][0]["rate_limit"] = json!({"requests": 1, "per": "60s"});
+        cfg["routes"][1]["enforce"] = json!({"conditions": false});
+    });
+    let owner = bearer(&f.token(Alg::EdDSA, json!({})));
+    let body = |org: &str| format!(r#"{{"orgId":"{org}","name":"n"}}"#).into_bytes();
+    let create = |f: &mut Fixture, org: &str| {
+        f.run(
+            "POST",
+            "/api/workspaces",
+            &[
+                ("authorization", &owner),
+                ("content-type", "application/json"),
+            ],
+            &body(org),
+        )
+    };
+    let (got, pending) = create(&mut f, "org-1");
+    assert_eq!(got.status, 200);
+    assert!(pending.dry_run.is_empty(), "{:?}", pending.dry_run);
+    // A member without the permission, over the limit: both only recorded, and no
+    // RateLimit headers for a limit that is not in force.
+    let (got, pending) = create(&mut f, "org-2");
+    assert_eq!(got.status, 200);
+    assert_eq!(pending.dry_run, ["rate_limited", "missing_permission"]);
+    assert!(!pending
+        .response_headers
+        .iter()
+        .any(|(n, _)| n.starts_with("ratelimit")));
+    // Per check: the conditions are in dry-run, the permission is enforced.
+    let v3 = |f: &mut Fixture, token: &str| {
+        f.run(
+            "POST",
+            "/api/v3/workspaces",
+            &[
+                ("authorization", token),
+                ("content-type", "application/json"),
+            ],
+            br#"{"name":"n"}"#,
+        )
+    };
+    let unverified = bearer(&f.token(Alg::EdDSA, json!({"email_verified": false})));
+    let (got, pending) = v3(&mut f, &unverified);
+    assert_eq!(got.status, 200);
+    assert_eq!(pending.dry_run, ["condition_failed"]);
+    let outsider = bearer(&f.token(Alg::EdDSA, json!({"company": "org-9"})));
+    let (got, _) = v3(&mut f, &outsider);
+    assert_eq!((got.status, got.reason), (403, "not_member"));
+    // A misspelt check is a configuration error naming the field.
+    let mut cfg = config(&f.keys);
+    cfg["routes"][0]["enforce"] = json!({"permisson": false});
+    let err = Policy::from_json(cfg.to_string().as_bytes()).unwrap_err();
+    assert_eq!(err.field, "routes[0].enforce", "{err}");
+}

@@ -185,3 +185,26 @@ fn idempotency_is_exact_under_parallel_requests() {
         );
     }
 }
+
+/// A rate limit in dry-run through Envoy: every create passes, the ones over the limit are
+/// counted as `dry_run.rate_limited`, and no RateLimit headers announce a limit not in force.
+#[test]
+fn a_rate_limit_in_dry_run_counts_what_it_would_refuse() {
+    let stack = stack_with(|c| {
+        c["routes"][0]["rate_limit"] = json!({"requests": 2, "per": "1h"});
+        c["routes"][0]["enforce"] = json!({"rate_limit": false});
+    });
+    let create = format!("{}/api/workspaces", stack.gateway_url());
+    let token = TokenSpec::new("u-dry", &[(SEED_ORG, &["owner"])])
+        .mint()
+        .unwrap();
+    for _ in 0..5 {
+        let r = post_json(&create, &token, SEED_004_REQUEST, &[]);
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(r.header("ratelimit"), None);
+    }
+    let counted = stack
+        .stat("wasmcustom.edge_filter.dry_run.rate_limited")
+        .unwrap_or(0);
+    assert_eq!(counted, 3);
+}

@@ -192,6 +192,38 @@ pub struct RawRoute {
     /// Whether `Idempotency-Key` is required, optional or ignored.
     #[serde(default)]
     pub idempotency: IdempotencyMode,
+    /// Which checks are applied (`false`: all in dry-run), by default all.
+    #[serde(default)]
+    pub enforce: Option<RawEnforce>,
+}
+
+/// `enforce`: a boolean for every check of the route, or one per check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawEnforce {
+    /// Every check.
+    All(bool),
+    /// Per check; a check not named is enforced.
+    Each(RawEnforceEach),
+}
+
+/// `enforce` per check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnforceEach {
+    /// Membership, permission and scopes.
+    #[serde(default = "yes")]
+    pub permission: bool,
+    /// The ABAC conditions.
+    #[serde(default = "yes")]
+    pub conditions: bool,
+    /// The rate limit.
+    #[serde(default = "yes")]
+    pub rate_limit: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where a route's target organization comes from (validation refuses an empty name).
