@@ -300,6 +300,7 @@ impl Request {
         }
         self.phase = Phase::Forwarded;
         vm.metrics.count("allowed");
+        self.leave_decision(vm, "allowed", "allowed");
         // Checks in dry-run: what they would have refused, counted and logged, not applied.
         for reason in &self.pending.dry_run {
             vm.metrics.count(&format!("dry_run.{reason}"));
@@ -316,12 +317,14 @@ impl Request {
 
     /// Sends a local reply and records the decision.
     fn reply(&mut self, vm: &mut Vm, reply: &Reply) -> Action {
-        host::send_reply(reply, &self.pending.request_id);
         let outcome = if reply.status < 400 {
             "replayed"
         } else {
             "denied"
         };
+        // Before the reply, which may end the stream and write its access log.
+        self.leave_decision(vm, outcome, reply.reason);
+        host::send_reply(reply, &self.pending.request_id);
         vm.metrics.count(&format!("{outcome}.{}", reply.reason));
         host::log(
             Level::Info,
@@ -332,6 +335,22 @@ impl Request {
         );
         self.phase = Phase::Replied;
         Action::Pause
+    }
+
+    /// With `decision_state`, leaves the decision in filter state (`wasm.edge_decision`:
+    /// `allowed`, `denied` or `replayed`; `wasm.edge_reason`; `wasm.edge_dry_run`: what
+    /// checks in dry-run would have refused, comma-separated) for access logs
+    /// (`%FILTER_STATE(wasm.edge_decision:PLAIN)%`) and later filters. Envoy lets a Wasm
+    /// filter write filter state, not dynamic metadata (envoyproxy/envoy#15148).
+    fn leave_decision(&self, vm: &Vm, decision: &str, reason: &str) {
+        if !vm.worker.policy.decision_state {
+            return;
+        }
+        let _ = abi::set_property(&["edge_decision"], decision.as_bytes());
+        let _ = abi::set_property(&["edge_reason"], reason.as_bytes());
+        if !self.pending.dry_run.is_empty() {
+            let _ = abi::set_property(&["edge_dry_run"], self.pending.dry_run.join(",").as_bytes());
+        }
     }
 
     /// The 413 for a body that grew past the limit while being buffered.

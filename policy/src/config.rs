@@ -71,6 +71,8 @@ pub struct Policy {
     pub limits: Limits,
     /// Idempotency settings.
     pub idempotency: IdempotencySettings,
+    /// Whether each request's decision is left in filter state.
+    pub decision_state: bool,
     /// Short hash of the configuration text; namespaces shared-data keys so a reloaded
     /// configuration starts from a clean slate without clobbering the old one's state.
     pub generation: String,
@@ -180,6 +182,7 @@ impl Policy {
             unmatched: raw.unmatched,
             limits: limits(raw.limits)?,
             idempotency: idempotency(raw.idempotency)?,
+            decision_state: raw.decision_state,
             generation,
         })
     }

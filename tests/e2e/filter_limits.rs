@@ -190,9 +190,14 @@ fn idempotency_is_exact_under_parallel_requests() {
 /// counted as `dry_run.rate_limited`, and no RateLimit headers announce a limit not in force.
 #[test]
 fn a_rate_limit_in_dry_run_counts_what_it_would_refuse() {
-    let stack = stack_with(|c| {
-        c["routes"][0]["rate_limit"] = json!({"requests": 2, "per": "1h"});
-        c["routes"][0]["enforce"] = json!({"rate_limit": false});
+    let mut config = shipped_filter_config();
+    config["routes"][0]["rate_limit"] = json!({"requests": 2, "per": "1h"});
+    config["routes"][0]["enforce"] = json!({"rate_limit": false});
+    config["decision_state"] = json!(true);
+    let stack = Stack::start(StackOptions {
+        filter_config: Some(config),
+        access_log: true,
+        ..Default::default()
     });
     let create = format!("{}/api/workspaces", stack.gateway_url());
     let token = TokenSpec::new("u-dry", &[(SEED_ORG, &["owner"])])
@@ -207,4 +212,52 @@ fn a_rate_limit_in_dry_run_counts_what_it_would_refuse() {
         .stat("wasmcustom.edge_filter.dry_run.rate_limited")
         .unwrap_or(0);
     assert_eq!(counted, 3);
+    // With `decision_state`, the access log carries each decision.
+    let anonymous = send("GET", &create, &[], None);
+    assert_eq!(anonymous.status, 401);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines = loop {
+        let log = stack.access_log();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= 6 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let fields = |l: &serde_json::Value| {
+        (
+            l["status"].as_u64().unwrap_or(0),
+            l["decision"].as_str().unwrap_or("").to_owned(),
+            l["reason"].as_str().unwrap_or("").to_owned(),
+            l["dry_run"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let seen: Vec<_> = lines.iter().map(fields).collect();
+    let allowed = |dry: &str| {
+        (
+            201,
+            "allowed".to_owned(),
+            "allowed".to_owned(),
+            dry.to_owned(),
+        )
+    };
+    assert_eq!(
+        seen.iter().filter(|s| **s == allowed("")).count(),
+        2,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|s| **s == allowed("rate_limited"))
+            .count(),
+        3,
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(401, "denied".into(), "missing_token".into(), String::new())),
+        "{seen:?}"
+    );
 }

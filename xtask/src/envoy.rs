@@ -87,6 +87,30 @@ pub struct GatewaySpec {
     pub filter_config: Option<Value>,
     /// STATIC clusters to add, e.g. a JWKS server.
     pub extra_clusters: Vec<(String, SocketAddr)>,
+    /// Writes the gateway's access log to this file, one JSON object per request with the
+    /// filter's decision (the filter's `decision_state` must be on for it to show).
+    pub access_log: Option<PathBuf>,
+}
+
+/// The access log [`GatewaySpec::access_log`] adds: the request, its status and the
+/// filter's decision from filter state.
+pub fn decision_access_log(path: &Path) -> Value {
+    serde_json::json!({
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path.display().to_string(),
+            "log_format": {"json_format": {
+                "request_id": "%REQ(X-REQUEST-ID)%",
+                "method": "%REQ(:METHOD)%",
+                "path": "%REQ(:PATH)%",
+                "status": "%RESPONSE_CODE%",
+                "decision": "%FILTER_STATE(wasm.edge_decision:PLAIN)%",
+                "reason": "%FILTER_STATE(wasm.edge_reason:PLAIN)%",
+                "dry_run": "%FILTER_STATE(wasm.edge_dry_run:PLAIN)%"
+            }}
+        }
+    })
 }
 
 /// The shipped `envoy/envoy.yaml` as JSON.
@@ -122,6 +146,12 @@ pub fn render(spec: &GatewaySpec) -> Result<Value> {
         spec.listen,
         "gateway listener",
     )?;
+    if let Some(path) = &spec.access_log {
+        let hcm = listener
+            .pointer_mut("/filter_chains/0/filters/0/typed_config")
+            .context("the gateway listener has no HTTP connection manager")?;
+        hcm["access_log"] = Value::Array(vec![decision_access_log(path)]);
+    }
     let backend = named_mut(&mut config, "/static_resources/clusters", "backend")
         .context("no cluster named `backend`")?;
     set_socket(

@@ -34,6 +34,10 @@ pub struct RawConfig {
     /// Idempotency record settings.
     #[serde(default)]
     pub idempotency: RawIdempotency,
+    /// Leave every request's decision in Envoy filter state for access logs and later
+    /// filters (`wasm.edge_decision`, `wasm.edge_reason`, `wasm.edge_dry_run`).
+    #[serde(default)]
+    pub decision_state: bool,
 }
 
 /// What to do with a request no route matches.
