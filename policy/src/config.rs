@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::duration;
 use crate::ratelimit::Bucket;
-use crate::route::{Enforce, PathPattern, Route, RouteTable};
+use crate::route::{Audiences, Enforce, PathPattern, Route, RouteTable};
 
 mod issuer;
 mod raw;
@@ -174,11 +174,15 @@ impl Policy {
 
     /// Validates a parsed configuration, section by section, in the order of the document.
     pub fn validate(raw: RawConfig, generation: String) -> Result<Self, ConfigError> {
+        let issuers = issuer::issuers(raw.issuers)?;
+        let identity_key = identity(raw.identity)?;
+        let roles = roles(raw.roles)?;
+        let routes = routes(raw.routes, &issuers)?;
         Ok(Self {
-            issuers: issuer::issuers(raw.issuers)?,
-            identity_key: identity(raw.identity)?,
-            roles: roles(raw.roles)?,
-            routes: routes(raw.routes)?,
+            issuers,
+            identity_key,
+            roles,
+            routes,
             unmatched: raw.unmatched,
             limits: limits(raw.limits)?,
             idempotency: idempotency(raw.idempotency)?,
@@ -228,7 +232,7 @@ fn roles(raw: BTreeMap<String, Vec<String>>) -> Result<RoleMap, ConfigError> {
 
 /// `routes`: unique names, HTTP methods, path patterns, a permission with its organization,
 /// sound conditions and rate limits.
-fn routes(raw: Vec<RawRoute>) -> Result<RouteTable, ConfigError> {
+fn routes(raw: Vec<RawRoute>, issuers: &[Issuer]) -> Result<RouteTable, ConfigError> {
     let mut names = BTreeSet::new();
     let mut routes = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
@@ -276,6 +280,28 @@ fn routes(raw: Vec<RawRoute>) -> Result<RouteTable, ConfigError> {
             Some(rl) => Some(bucket(&rl).map_err(|why| err(at("rate_limit"), why))?),
             None => None,
         };
+        let route_issuers = r.issuers.clone().unwrap_or_default();
+        if r.issuers.as_ref().is_some_and(Vec::is_empty) {
+            return Err(err(
+                at("issuers"),
+                "must name at least one issuer (omit it for all)",
+            ));
+        }
+        if let Some(unknown) = route_issuers
+            .iter()
+            .find(|name| !issuers.iter().any(|i| &&i.issuer == name))
+        {
+            return Err(err(
+                at("issuers"),
+                format!("{unknown:?} is not a configured issuer"),
+            ));
+        }
+        if r.audiences
+            .as_ref()
+            .is_some_and(|a| a.any_of.iter().chain(&a.all_of).any(String::is_empty))
+        {
+            return Err(err(at("audiences"), "audiences must not be empty strings"));
+        }
         routes.push(Route {
             name: r.name,
             method,
@@ -285,6 +311,15 @@ fn routes(raw: Vec<RawRoute>) -> Result<RouteTable, ConfigError> {
             conditions: r.conditions,
             rate_limit,
             idempotency: r.idempotency,
+            issuers: route_issuers,
+            audiences: Audiences {
+                any_of: r
+                    .audiences
+                    .as_ref()
+                    .map(|a| a.any_of.clone())
+                    .unwrap_or_default(),
+                all_of: r.audiences.map(|a| a.all_of).unwrap_or_default(),
+            },
             enforce: match r.enforce {
                 None => Enforce::default(),
                 Some(RawEnforce::All(on)) => Enforce::all(on),

@@ -308,6 +308,19 @@ impl Worker {
         };
 
         if let Some(route) = route {
+            // The route's own requirements of an otherwise valid token.
+            if !route.issuers.is_empty() && !route.issuers.contains(&verified.identity.iss) {
+                return pending.reject(catalogue::invalid_token(
+                    "issuer_not_accepted",
+                    "this resource does not accept tokens of the token's issuer".into(),
+                ));
+            }
+            if !route.audiences.met_by(verified.claims.get("aud")) {
+                return pending.reject(catalogue::invalid_token(
+                    "audience_not_accepted",
+                    "the token is not meant for this resource (aud)".into(),
+                ));
+            }
             // An organization known from the headers is decided now; one in the body later.
             let org = match &route.org {
                 Some(OrgSource::Claim(claim)) => Some(

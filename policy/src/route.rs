@@ -113,6 +113,32 @@ pub struct Route {
     pub idempotency: IdempotencyMode,
     /// Which checks are applied; the others run in dry-run.
     pub enforce: Enforce,
+    /// The issuers (`iss`) whose tokens this route accepts; empty: every configured one.
+    pub issuers: Vec<String>,
+    /// Audiences the token must carry: at least one of `any_of` (when not empty) and every
+    /// one of `all_of`.
+    pub audiences: Audiences,
+}
+
+/// A route's audience requirement; empty lists require nothing beyond the issuer's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Audiences {
+    /// At least one of these.
+    pub any_of: Vec<String>,
+    /// Every one of these.
+    pub all_of: Vec<String>,
+}
+
+impl Audiences {
+    /// Whether a token whose `aud` is `aud` (a string or a list) meets the requirement.
+    pub fn met_by(&self, aud: Option<&serde_json::Value>) -> bool {
+        let has = |want: &String| match aud {
+            Some(serde_json::Value::String(a)) => a == want,
+            Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(want)),
+            _ => false,
+        };
+        (self.any_of.is_empty() || self.any_of.iter().any(has)) && self.all_of.iter().all(has)
+    }
 }
 
 /// Which of a route's authorization checks are applied. A check not enforced still runs:

@@ -1793,3 +1793,68 @@ fn checks_in_dry_run_are_recorded_not_applied() {
     let err = Policy::from_json(cfg.to_string().as_bytes()).unwrap_err();
     assert_eq!(err.field, "routes[0].enforce", "{err}");
 }
+
+/// A route may accept only some issuers, and require audiences (any or all of a list).
+#[test]
+fn routes_name_the_issuers_and_audiences_they_accept() {
+    let mut f = Fixture::with(|cfg| {
+        cfg["routes"][3]["issuers"] = json!(["ed-only"]);
+        cfg["routes"][3]["audiences"] = json!({"any_of": ["workspace-api"], "all_of": ["reader"]});
+    });
+    let get = |f: &mut Fixture, token: &str| {
+        f.run(
+            "GET",
+            "/api/workspaces/w-1",
+            &[("authorization", &bearer(token))],
+            b"",
+        )
+        .0
+    };
+    let token = |f: &Fixture, iss: &str, alg: Alg, kid: &str, aud: Value| {
+        let mut claims = testkit::claims(iss, "workspace-api", "u-alice", NOW);
+        claims["aud"] = aud;
+        f.keys.sign(alg, Some(kid), &claims)
+    };
+    let ok = token(
+        &f,
+        "ed-only",
+        Alg::EdDSA,
+        "ed",
+        json!(["workspace-api", "reader"]),
+    );
+    assert_eq!(get(&mut f, &ok).status, 200);
+    let cases = [
+        (
+            token(
+                &f,
+                "test-iss",
+                Alg::HS256,
+                "hmac",
+                json!(["workspace-api", "reader"]),
+            ),
+            "issuer_not_accepted",
+        ),
+        (
+            token(&f, "ed-only", Alg::EdDSA, "ed", json!("workspace-api")),
+            "audience_not_accepted",
+        ),
+    ];
+    for (t, reason) in cases {
+        let got = get(&mut f, &t);
+        assert_eq!((got.status, got.reason), (401, reason));
+    }
+    // Other routes take every issuer.
+    let other = token(&f, "test-iss", Alg::HS256, "hmac", json!("workspace-api"));
+    let (got, _) = f.run(
+        "PUT",
+        "/api/strict",
+        &[("authorization", &bearer(&other)), ("idempotency-key", "k")],
+        b"",
+    );
+    assert_ne!(got.reason, "issuer_not_accepted");
+    // An issuer the configuration does not know is an error naming the field.
+    let mut cfg = config(&f.keys);
+    cfg["routes"][3]["issuers"] = json!(["nobody"]);
+    let err = Policy::from_json(cfg.to_string().as_bytes()).unwrap_err();
+    assert_eq!(err.field, "routes[3].issuers", "{err}");
+}

@@ -118,3 +118,51 @@ fn tokens_may_come_in_a_configured_cookie() {
     assert_eq!(r.status, 401, "{}", r.text());
     assert!(r.text().contains("where this one was sent"), "{}", r.text());
 }
+
+/// A route that accepts one issuer's tokens only: the others' valid tokens get 401 there
+/// and pass elsewhere.
+#[test]
+fn a_route_accepts_the_issuers_it_names() {
+    let keys = Keys::new(42);
+    let mut config = shipped_filter_config();
+    config["issuers"].as_array_mut().unwrap().push(json!({
+        "issuer": ISSUER, "audiences": ["workspace-api"], "algorithms": ["HS256"],
+        "jwks": {"keys": [keys.jwk("hmac")]}
+    }));
+    for route in config["routes"].as_array_mut().unwrap() {
+        if route["method"] == "GET" && route["path"] == "/api/workspaces/{workspaceId}" {
+            route["issuers"] = json!([ISSUER]);
+        }
+    }
+    let stack = Stack::start(StackOptions {
+        filter_config: Some(config),
+        ..Default::default()
+    });
+    let read = format!("{}/api/workspaces/w-missing", stack.gateway_url());
+    let token = access_token(&keys, "JWT", Value::Null);
+    let r = send(
+        "GET",
+        &read,
+        &[("authorization", &format!("Bearer {token}"))],
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    let dev = e2e::dev_token("u-alice", &[(SEED_ORG, &["owner"])]);
+    let r = send(
+        "GET",
+        &read,
+        &[("authorization", &format!("Bearer {dev}"))],
+        None,
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r
+        .text()
+        .contains("does not accept tokens of the token's issuer"));
+    let created = post_json(
+        &format!("{}/api/workspaces", stack.gateway_url()),
+        &dev,
+        SEED_004_REQUEST,
+        &[],
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+}

@@ -199,6 +199,24 @@ pub struct RawRoute {
     /// Which checks are applied (`false`: all in dry-run), by default all.
     #[serde(default)]
     pub enforce: Option<RawEnforce>,
+    /// The issuers whose tokens this route accepts (any of them); all by default.
+    #[serde(default)]
+    pub issuers: Option<Vec<String>>,
+    /// Audiences this route requires of the token, any or all of them.
+    #[serde(default)]
+    pub audiences: Option<RawAudiences>,
+}
+
+/// A route's audience requirement.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudiences {
+    /// The token's audience must contain at least one of these.
+    #[serde(default)]
+    pub any_of: Vec<String>,
+    /// The token's audience must contain every one of these.
+    #[serde(default)]
+    pub all_of: Vec<String>,
 }
 
 /// `enforce`: a boolean for every check of the route, or one per check.
