@@ -885,53 +885,14 @@ mod tests {
         assert!(!claim.resource().resumed);
     }
 
-    type Hook<'a> = Box<dyn FnOnce(&MemoryKv) + 'a>;
-
-    /// A store that runs `hook` once, just before the first compare-and-swap.
-    struct BeforeSwap<'a> {
-        kv: &'a MemoryKv,
-        hook: std::cell::RefCell<Option<Hook<'a>>>,
-    }
-
-    impl Kv for BeforeSwap<'_> {
-        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            self.kv.get(key)
-        }
-        fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-            self.kv.set(key, value)
-        }
-        fn delete(&self, key: &str) -> Result<(), StoreError> {
-            self.kv.delete(key)
-        }
-        fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
-            self.kv.increment(key, delta)
-        }
-        fn compare_and_swap(
-            &self,
-            key: &str,
-            expected: Option<&[u8]>,
-            new: &[u8],
-        ) -> Result<bool, StoreError> {
-            if let Some(hook) = self.hook.borrow_mut().take() {
-                hook(self.kv);
-            }
-            self.kv.compare_and_swap(key, expected, new)
-        }
-    }
-
     #[test]
     fn a_claim_racing_the_sweeper_wins_or_waits_never_vanishes() {
         let late = FORGOTTEN_AFTER + 1;
         // The claimant swaps first: the sweeper leaves its new record alone.
         let kv = MemoryKv::spin_sqlite();
         created(&kv, "u", "k", "f1", 0);
-        let racing = BeforeSwap {
-            kv: &kv,
-            hook: std::cell::RefCell::new(Some(Box::new(|kv: &MemoryKv| {
-                created(kv, "u", "k", "f2", late);
-            }))),
-        };
-        forget(&racing, &store_key("u", "k"), late).unwrap();
+        kv.before_next_swap(move |kv| created(kv, "u", "k", "f2", late));
+        forget(&kv, &store_key("u", "k"), late).unwrap();
         assert!(matches!(
             claim_key(&kv, "u", "k", "f2", late + 1),
             Ok(Outcome::Replay(_))

@@ -89,6 +89,17 @@ pub struct MemoryKv {
     cas_from_absent: CasFromAbsent,
     /// When set, every operation fails with this message.
     pub fail_with: Mutex<Option<String>>,
+    before_swap: SwapHook,
+}
+
+/// What runs once, just before the next compare-and-swap (see [`MemoryKv::before_next_swap`]).
+#[derive(Default)]
+struct SwapHook(Mutex<Option<Box<dyn FnOnce(&MemoryKv) + Send>>>);
+
+impl fmt::Debug for SwapHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SwapHook")
+    }
 }
 
 impl MemoryKv {
@@ -131,6 +142,14 @@ impl MemoryKv {
         self.lock()
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Runs `hook` on this store once, just before the next compare-and-swap reads the
+    /// key: another request's writes landing between a caller's read and its swap.
+    pub fn before_next_swap(&self, hook: impl FnOnce(&MemoryKv) + Send + 'static) {
+        if let Ok(mut h) = self.before_swap.0.lock() {
+            *h = Some(Box::new(hook));
+        }
     }
 
     /// Makes every later call fail (`Some`) or succeed again (`None`).
@@ -184,6 +203,10 @@ impl Kv for MemoryKv {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, StoreError> {
+        let hook = self.before_swap.0.lock().ok().and_then(|mut h| h.take());
+        if let Some(hook) = hook {
+            hook(self);
+        }
         if self.cas_from_absent == CasFromAbsent::Overwrite {
             // As `SpinKv` does it: two host calls, not one step.
             let current = self.cas_current(key)?;
