@@ -94,7 +94,9 @@ pub struct MemoryKv {
 
 /// What runs once, just before the next compare-and-swap (see [`MemoryKv::before_next_swap`]).
 #[derive(Default)]
-struct SwapHook(Mutex<Option<Box<dyn FnOnce(&MemoryKv) + Send>>>);
+struct SwapHook(Mutex<Option<Hook>>);
+
+type Hook = Box<dyn FnOnce(&MemoryKv) + Send>;
 
 impl fmt::Debug for SwapHook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
