@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::duration;
 use crate::ratelimit::Bucket;
+use crate::rls;
 use crate::route::{PathPattern, Route, RouteTable};
 
 mod issuer;
@@ -22,7 +23,7 @@ mod raw;
 pub use issuer::{Issuer, RemoteJwks};
 pub use raw::{
     IdempotencyMode, OrgSource, RawConfig, RawIdempotency, RawIdentity, RawIssuer, RawLimits,
-    RawRateLimit, RawRemoteJwks, RawRoute, Unmatched,
+    RawRateLimit, RawRateLimitService, RawRemoteJwks, RawRoute, Unmatched,
 };
 
 /// Where a configuration went wrong: the JSON path of the field and why.
@@ -257,8 +258,15 @@ fn routes(raw: Vec<RawRoute>) -> Result<RouteTable, ConfigError> {
             cond.validate()
                 .map_err(|why| err(at(&format!("conditions[{c}]")), why))?;
         }
-        let rate_limit = match r.rate_limit {
-            Some(rl) => Some(bucket(&rl).map_err(|why| err(at("rate_limit"), why))?),
+        let rate_limit = match &r.rate_limit {
+            Some(rl) => Some(bucket(rl).map_err(|why| err(at("rate_limit"), why))?),
+            None => None,
+        };
+        let rate_limit_service = match r.rate_limit.and_then(|rl| rl.service) {
+            Some(s) => Some(
+                rls_service(s)
+                    .map_err(|(field, why)| err(at(&format!("rate_limit.service.{field}")), why))?,
+            ),
             None => None,
         };
         routes.push(Route {
@@ -269,6 +277,7 @@ fn routes(raw: Vec<RawRoute>) -> Result<RouteTable, ConfigError> {
             org: r.org,
             conditions: r.conditions,
             rate_limit,
+            rate_limit_service,
             idempotency: r.idempotency,
         });
     }
@@ -292,6 +301,12 @@ fn limits(l: RawLimits) -> Result<Limits, ConfigError> {
         return Err(err(
             "limits.max_waiting_for_keys",
             format!("must be between 1 and {MAX_WAITING_FOR_KEYS}"),
+        ));
+    }
+    if l.unauthenticated.service.is_some() {
+        return Err(err(
+            "limits.unauthenticated.service",
+            "the per-address allowance is always local",
         ));
     }
     Ok(Limits {
@@ -331,6 +346,27 @@ fn bucket(raw: &RawRateLimit) -> Result<Bucket, String> {
     Ok(Bucket {
         capacity: raw.requests,
         window_ms: duration::millis(raw.per),
+    })
+}
+
+/// A route's rate limit service: a cluster and a domain, and a timeout Envoy can keep
+/// (1ms to 60s). The error names the field.
+fn rls_service(raw: RawRateLimitService) -> Result<rls::Service, (&'static str, String)> {
+    if raw.cluster.is_empty() {
+        return Err(("cluster", "must not be empty".into()));
+    }
+    if raw.domain.is_empty() {
+        return Err(("domain", "must not be empty".into()));
+    }
+    let timeout_ms = duration::millis(raw.timeout);
+    if !(1..=60_000).contains(&timeout_ms) {
+        return Err(("timeout", "must be between 1ms and 60s".into()));
+    }
+    Ok(rls::Service {
+        cluster: raw.cluster,
+        domain: raw.domain,
+        timeout_ms,
+        failure_mode: raw.failure_mode,
     })
 }
 
