@@ -26,4 +26,5 @@ mod filter_ratelimit_attack;
 mod filter_recovery;
 mod gateway_openapi;
 mod gateway_schemathesis;
+mod scale_out;
 mod stack;

@@ -40,6 +40,10 @@ pub struct StackOptions {
     pub filter_config: Option<Value>,
     /// STATIC clusters added to Envoy's configuration, e.g. a JWKS server.
     pub extra_clusters: Vec<(String, SocketAddr)>,
+    /// STATIC HTTP/2 clusters added to Envoy's configuration, e.g. a rate limit service.
+    pub grpc_clusters: Vec<(String, SocketAddr)>,
+    /// Other backend instances Envoy load-balances with this stack's own (round robin).
+    pub extra_backends: Vec<SocketAddr>,
     /// Extra environment for the backend host, e.g. `SPIN_VARIABLE_*`.
     pub backend_env: Vec<(String, String)>,
     /// Extra environment for Envoy, e.g. a key the filter reads through `host_env_keys`.
@@ -70,6 +74,8 @@ impl Default for StackOptions {
             envoy_concurrency: 2,
             filter_config: None,
             extra_clusters: Vec::new(),
+            grpc_clusters: Vec::new(),
+            extra_backends: Vec::new(),
             backend_env: Vec::new(),
             envoy_env: Vec::new(),
             gateway_listen: ANY_PORT,
@@ -402,6 +408,8 @@ fn start_envoy(
         filter_wasm: options.filter.wasm(),
         filter_config: options.filter_config.clone(),
         extra_clusters: options.extra_clusters.clone(),
+        grpc_clusters: options.grpc_clusters.clone(),
+        extra_backends: options.extra_backends.clone(),
     };
     let config_path = logs.join("envoy.json");
     fs::write(
