@@ -5,8 +5,8 @@
 //! 0x80-0xFF): either kills the VM. Here each call returns the host's status as an error
 //! and every value as bytes; deciding on them is `edge_policy`'s job.
 //!
-//! (`dispatch_http_call` stays the SDK's: its dispatcher must record the call's token to
-//! deliver the response.)
+//! (`dispatch_http_call` and `dispatch_grpc_call` stay the SDK's: its dispatcher must record
+//! the call's token to deliver the response.)
 //!
 //! Memory the host returns was allocated through the SDK's exported
 //! `proxy_on_memory_allocate` (a `Vec<u8>` of exactly that size), so it is taken back with
@@ -45,6 +45,8 @@ pub enum Buffer {
     ResponseBody = 1,
     /// The body of an `http_call` response.
     HttpCallResponseBody = 4,
+    /// The message of a `grpc_call` answer.
+    GrpcReceive = 5,
     /// The plugin configuration.
     PluginConfiguration = 7,
 }

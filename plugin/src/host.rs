@@ -5,8 +5,9 @@
 use edge_policy::headers::{self, Pair};
 use edge_policy::keyfetch::{Fetch, KeyServer};
 use edge_policy::problem::Reply;
+use edge_policy::rls;
 use edge_policy::store::{SharedStore, StoreError};
-use edge_policy::Host;
+use edge_policy::{Host, RateLimitCall};
 
 use crate::abi::{self, Map};
 use crate::metrics::Metrics;
@@ -106,6 +107,22 @@ pub fn send_reply(reply: &Reply, request_id: &str) {
             &format!("request_id={request_id} cannot send local reply: {status:?}"),
         );
     }
+}
+
+/// Starts a `ShouldRateLimit` call through its Envoy cluster; the answer arrives in
+/// `on_grpc_call_response` of the context current now.
+pub fn start_rate_limit_call(call: &RateLimitCall) -> Result<u32, rls::Failure> {
+    // The SDK's call, not `abi`, for the same reason as `dispatch_http_call` below. Envoy
+    // answers Ok, ParseFailure or InternalFailure here, which the SDK returns as errors.
+    proxy_wasm::hostcalls::dispatch_grpc_call(
+        &call.cluster,
+        rls::SERVICE,
+        rls::METHOD,
+        vec![],
+        Some(&call.message),
+        std::time::Duration::from_millis(call.timeout_ms),
+    )
+    .map_err(|_| rls::Failure::NotStarted)
 }
 
 /// Starts key fetches as HTTP calls through Envoy clusters, and reports the failed ones.

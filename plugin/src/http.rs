@@ -43,6 +43,17 @@ impl Context for FilterHttp {
         let _ = abi::set_effective_context(self.id);
     }
 
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        // A rate limit call this request (or one it resumed) started.
+        request::rate_limit_answered(
+            &mut self.vm.borrow_mut(),
+            token_id,
+            status_code,
+            response_size,
+        );
+        let _ = abi::set_effective_context(self.id);
+    }
+
     fn on_done(&mut self) -> bool {
         // A request that waited and went away must not be resumed later.
         self.vm.borrow_mut().keys.gone(self.id);

@@ -6,7 +6,7 @@ use edge_policy::keyfetch::{self, Command, Waiter};
 
 use crate::abi::{self, Buffer, Map};
 use crate::host::{self, KeyCalls};
-use crate::request::{Held, Vm};
+use crate::request::{self, Held, Vm};
 
 /// The timer: due fetches start, requests whose wait is over are resumed.
 pub fn tick(vm: &mut Vm) {
@@ -45,9 +45,7 @@ fn run(vm: &mut Vm, commands: Vec<Command<Held>>) {
                 // Host calls made now must act on the waiting request's stream; one that is
                 // gone has no context left to resume.
                 if abi::set_effective_context(id).is_ok() {
-                    if let Ok(mut request) = request.try_borrow_mut() {
-                        request.resumed(vm);
-                    }
+                    request::resumed(&request, vm);
                 }
             }
         }

@@ -3,11 +3,15 @@
 //!
 //! ```text
 //! Headers ──on_headers──► Forwarded ──on_response_headers / on_response_body──► on_log
-//!    │  │                    ▲
-//!    │  └──► Body ──on_body / on_trailers
+//!    │  │  │                 ▲
+//!    │  │  └──► Body ──on_body / on_trailers
+//!    │  └──► WaitingForRateLimit ──rate_limit_answered──► (as at Headers, with the answer)
 //!    └──► WaitingForKeys ──resumed──► (as at Headers, without waiting)
 //! any refusal ──► Replied (local reply)
 //! ```
+//!
+//! A headers decision that asks the rate limit service pauses the request until the
+//! service's answer (or the call's failure) arrives, then runs again with it.
 //!
 //! A headers decision ends in [`Request::settle_headers`] and a body decision in
 //! [`Request::settle_body`], which reply, forward or let the headers on to the body; a
@@ -20,7 +24,8 @@ use std::rc::Rc;
 use edge_policy::headers;
 use edge_policy::keyfetch::Hold;
 use edge_policy::problem::Reply;
-use edge_policy::{Pending, RequestHead, Step};
+use edge_policy::rls::Failure;
+use edge_policy::{Pending, RateLimitCall, RequestHead, Step};
 use proxy_wasm::types::Action;
 
 use crate::abi::{self, Buffer, Map};
@@ -41,6 +46,9 @@ enum Phase {
     Headers,
     /// Paused in its headers until its issuer's keys load (held by the key fetcher).
     WaitingForKeys,
+    /// Paused in its headers until the rate limit service answers (held in the VM's
+    /// `rate_limit_calls`).
+    WaitingForRateLimit,
     /// Headers passed on to the buffer filter; deciding once the body (or trailers) ends.
     Body,
     /// Forwarded upstream.
@@ -53,6 +61,8 @@ enum Phase {
 #[derive(Default)]
 pub struct Request {
     phase: Phase,
+    /// The request's context id.
+    id: u32,
     /// Decisions carried between callbacks.
     pending: Pending,
     /// Whether a body (or trailers) follows the headers.
@@ -66,6 +76,7 @@ pub struct Request {
 /// Step: the request headers arrived. `this` is the request, `id` its context.
 pub fn on_headers(this: &Held, vm: &mut Vm, id: u32, end_of_stream: bool) -> Action {
     let mut request = this.borrow_mut();
+    request.id = id;
     request.has_body = !end_of_stream;
     let step = match request.decide_headers(vm, true) {
         Step::WaitForKeys { issuer } => {
@@ -89,21 +100,96 @@ pub fn on_headers(this: &Held, vm: &mut Vm, id: u32, end_of_stream: bool) -> Act
         }
         step => step,
     };
-    request.settle_headers(vm, step)
+    request.settle_or_ask(this, vm, step)
+}
+
+/// Step: the wait for keys is over (they arrived, their fetch failed, or `key_wait`
+/// passed). Decides the headers again, without waiting, and resumes the paused request
+/// unless it was answered or now waits for the rate limit service.
+pub fn resumed(this: &Held, vm: &mut Vm) {
+    let Ok(mut request) = this.try_borrow_mut() else {
+        return;
+    };
+    if request.phase != Phase::WaitingForKeys {
+        return;
+    }
+    let step = request.decide_headers(vm, false);
+    if request.settle_or_ask(this, vm, step) == Action::Continue {
+        let _ = abi::resume_request();
+    }
+}
+
+/// The longest rate limit service answer read (a `RateLimitResponse` is tens of bytes).
+const MAX_RATE_LIMIT_ANSWER: usize = 64 * 1024;
+
+/// Step: rate limit call `token` is over (delivered to whichever context was current when
+/// it started): gRPC status 0 with the answer's `size`, or the call's failure status (4 for
+/// the timeout, 14 for an unreachable service). Decides the waiting request's headers again
+/// with it, and resumes the request unless it was answered.
+pub fn rate_limit_answered(vm: &mut Vm, token: u32, grpc_status: u32, size: usize) {
+    let Some((id, held)) = vm.rate_limit_calls.remove(&token) else {
+        return;
+    };
+    let answer = if grpc_status == 0 {
+        vm.metrics.count("rate_limit_service.answered");
+        Ok(
+            abi::buffer(Buffer::GrpcReceive, 0, size.min(MAX_RATE_LIMIT_ANSWER))
+                .unwrap_or_default(),
+        )
+    } else {
+        let failure = Failure::Status(grpc_status);
+        vm.metrics
+            .count(&format!("rate_limit_service.failed.{}", failure.reason()));
+        Err(failure)
+    };
+    let Ok(mut request) = held.try_borrow_mut() else {
+        return;
+    };
+    // Host calls made now must act on the waiting request's stream.
+    if request.phase != Phase::WaitingForRateLimit || abi::set_effective_context(id).is_err() {
+        return;
+    }
+    request.pending.rate_limit_answer = Some(answer);
+    let step = request.decide_headers(vm, false);
+    if request.settle_or_ask(&held, vm, step) == Action::Continue {
+        let _ = abi::resume_request();
+    }
 }
 
 impl Request {
-    /// Step: the wait for keys is over (they arrived, their fetch failed, or `key_wait`
-    /// passed). Decides the headers again, without waiting, and resumes the paused request
-    /// unless it was answered.
-    pub fn resumed(&mut self, vm: &mut Vm) {
-        if self.phase != Phase::WaitingForKeys {
-            return;
+    /// Applies a headers decision; one that asks the rate limit service starts the call and
+    /// pauses (or, if the call cannot start, decides again with that failure).
+    fn settle_or_ask(&mut self, this: &Held, vm: &mut Vm, step: Step) -> Action {
+        let Step::AskRateLimit(call) = step else {
+            return self.settle_headers(vm, step);
+        };
+        match self.ask_rate_limit(vm, &call) {
+            Ok(token) => {
+                vm.rate_limit_calls
+                    .insert(token, (self.id, Rc::clone(this)));
+                self.phase = Phase::WaitingForRateLimit;
+                Action::Pause
+            }
+            Err(failure) => {
+                self.pending.rate_limit_answer = Some(Err(failure));
+                let step = self.decide_headers(vm, false);
+                self.settle_headers(vm, step)
+            }
         }
-        let step = self.decide_headers(vm, false);
-        if self.settle_headers(vm, step) == Action::Continue {
-            let _ = abi::resume_request();
-        }
+    }
+
+    fn ask_rate_limit(&mut self, vm: &mut Vm, call: &RateLimitCall) -> Result<u32, Failure> {
+        host::start_rate_limit_call(call).inspect_err(|failure| {
+            vm.metrics
+                .count(&format!("rate_limit_service.failed.{}", failure.reason()));
+            host::log(
+                Level::Warn,
+                &format!(
+                    "request_id={} cannot call the rate limit service through cluster {}",
+                    self.pending.request_id, call.cluster
+                ),
+            );
+        })
     }
 
     /// Step: a part of the request body arrived (the whole of it at `end_of_stream`).
@@ -200,6 +286,9 @@ impl Request {
         if self.phase == Phase::WaitingForKeys {
             vm.keys.gone(id);
         }
+        if self.phase == Phase::WaitingForRateLimit {
+            vm.rate_limit_calls.retain(|_, (waiting, _)| *waiting != id);
+        }
         if !self.pending.holds_claim() {
             return;
         }
@@ -239,6 +328,13 @@ impl Request {
                 let reply = vm.worker.unavailable(&self.pending, "keys_not_loaded");
                 self.reply(vm, &reply)
             }
+            // Asked only before an answer is in `pending`; settled by `settle_or_ask`.
+            Step::AskRateLimit(_) => {
+                let reply = vm
+                    .worker
+                    .unavailable(&self.pending, "rate_limit_unavailable");
+                self.reply(vm, &reply)
+            }
             Step::Forward if self.pending.needs_body && self.has_body => {
                 // The body (or trailers) callback decides and signs: the identity covers the
                 // body. Proxy-Wasm runs a filter's body callbacks only once its headers
@@ -267,7 +363,7 @@ impl Request {
     fn settle_body(&mut self, vm: &mut Vm, step: Step) -> Action {
         match step {
             Step::Reject(reply) => self.reply(vm, &reply),
-            Step::WaitForKeys { .. } | Step::Forward => self.forward(vm),
+            Step::WaitForKeys { .. } | Step::AskRateLimit(_) | Step::Forward => self.forward(vm),
         }
     }
 
@@ -311,6 +407,9 @@ impl Request {
                     self.pending.request_id
                 ),
             );
+        }
+        if self.pending.rate_limit_failed_open {
+            vm.metrics.count("rate_limit_service.failed_open");
         }
         Action::Continue
     }

@@ -11,7 +11,7 @@ use crate::abi::{self, Buffer};
 use crate::host::{self, Level};
 use crate::http::{FilterHttp, Unconfigured};
 use crate::keys;
-use crate::request::Vm;
+use crate::request::{self, Vm};
 
 /// The root context; `vm` is `None` until configured.
 #[derive(Default)]
@@ -44,6 +44,18 @@ impl Context for FilterRoot {
         // A key fetch the timer started.
         if let Some(vm) = &self.vm {
             keys::on_answer(&mut vm.borrow_mut(), token_id, body_size);
+        }
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        // A rate limit call of a request the timer resumed.
+        if let Some(vm) = &self.vm {
+            request::rate_limit_answered(
+                &mut vm.borrow_mut(),
+                token_id,
+                status_code,
+                response_size,
+            );
         }
     }
 }

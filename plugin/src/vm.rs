@@ -1,6 +1,8 @@
 //! What one worker VM keeps between callbacks: the configured policy and its per-worker
-//! caches, the key-fetch schedule with the requests waiting for keys, and the counters.
+//! caches, the key-fetch schedule with the requests waiting for keys, the requests waiting
+//! for the rate limit service, and the counters.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use edge_policy::keyfetch::KeyFetcher;
@@ -19,6 +21,8 @@ pub struct Vm<W> {
     pub keys: KeyFetcher<W>,
     /// Counters.
     pub metrics: Metrics,
+    /// Requests waiting for the rate limit service, by call token (with their context id).
+    pub rate_limit_calls: HashMap<u32, (u32, W)>,
 }
 
 impl<W> Vm<W> {
@@ -43,6 +47,7 @@ impl<W> Vm<W> {
             worker,
             keys,
             metrics: Metrics::default(),
+            rate_limit_calls: HashMap::new(),
         })
     }
 }

@@ -15,14 +15,16 @@ use serde::Deserialize;
 
 use crate::duration;
 use crate::ratelimit::Bucket;
+use crate::rls;
 use crate::route::{Audiences, Enforce, PathPattern, Route, RouteTable};
 
 mod issuer;
 mod raw;
 pub use issuer::{media_type, Discovery, Issuer, RemoteJwks, ScopeClaim, TokenSource};
 pub use raw::{
-    IdempotencyMode, OrgSource, RawConfig, RawEnforce, RawEnforceEach, RawIdempotency, RawIdentity,
-    RawIssuer, RawLimits, RawRateLimit, RawRemoteJwks, RawRoute, RawTokenSource, Unmatched,
+    IdempotencyMode, OrgSource, RawAudiences, RawConfig, RawEnforce, RawEnforceEach,
+    RawIdempotency, RawIdentity, RawIssuer, RawLimits, RawRateLimit, RawRateLimitService,
+    RawRemoteJwks, RawRoute, RawTokenSource, Unmatched,
 };
 
 /// Where a configuration went wrong: the JSON path of the field and why.
@@ -276,8 +278,15 @@ fn routes(raw: Vec<RawRoute>, issuers: &[Issuer]) -> Result<RouteTable, ConfigEr
             cond.validate()
                 .map_err(|why| err(at(&format!("conditions[{c}]")), why))?;
         }
-        let rate_limit = match r.rate_limit {
-            Some(rl) => Some(bucket(&rl).map_err(|why| err(at("rate_limit"), why))?),
+        let rate_limit = match &r.rate_limit {
+            Some(rl) => Some(bucket(rl).map_err(|why| err(at("rate_limit"), why))?),
+            None => None,
+        };
+        let rate_limit_service = match r.rate_limit.and_then(|rl| rl.service) {
+            Some(s) => Some(
+                rls_service(s)
+                    .map_err(|(field, why)| err(at(&format!("rate_limit.service.{field}")), why))?,
+            ),
             None => None,
         };
         let route_issuers = r.issuers.clone().unwrap_or_default();
@@ -310,6 +319,7 @@ fn routes(raw: Vec<RawRoute>, issuers: &[Issuer]) -> Result<RouteTable, ConfigEr
             org: r.org,
             conditions: r.conditions,
             rate_limit,
+            rate_limit_service,
             idempotency: r.idempotency,
             issuers: route_issuers,
             audiences: Audiences {
@@ -353,6 +363,12 @@ fn limits(l: RawLimits) -> Result<Limits, ConfigError> {
             format!("must be between 1 and {MAX_WAITING_FOR_KEYS}"),
         ));
     }
+    if l.unauthenticated.service.is_some() {
+        return Err(err(
+            "limits.unauthenticated.service",
+            "the per-address allowance is always local",
+        ));
+    }
     Ok(Limits {
         max_token_bytes: l.max_token_bytes,
         max_body_bytes: l.max_body_bytes,
@@ -390,6 +406,27 @@ fn bucket(raw: &RawRateLimit) -> Result<Bucket, String> {
     Ok(Bucket {
         capacity: raw.requests,
         window_ms: duration::millis(raw.per),
+    })
+}
+
+/// A route's rate limit service: a cluster and a domain, and a timeout Envoy can keep
+/// (1ms to 60s). The error names the field.
+fn rls_service(raw: RawRateLimitService) -> Result<rls::Service, (&'static str, String)> {
+    if raw.cluster.is_empty() {
+        return Err(("cluster", "must not be empty".into()));
+    }
+    if raw.domain.is_empty() {
+        return Err(("domain", "must not be empty".into()));
+    }
+    let timeout_ms = duration::millis(raw.timeout);
+    if !(1..=60_000).contains(&timeout_ms) {
+        return Err(("timeout", "must be between 1ms and 60s".into()));
+    }
+    Ok(rls::Service {
+        cluster: raw.cluster,
+        domain: raw.domain,
+        timeout_ms,
+        failure_mode: raw.failure_mode,
     })
 }
 

@@ -17,7 +17,8 @@ use crate::jwks::JwkSet;
 use crate::jwt::Verified;
 use crate::permission;
 use crate::problem::{catalogue, Problem, Reply};
-use crate::ratelimit::{self, Limiter};
+use crate::ratelimit::{self, Bucket, Decision, Limiter};
+use crate::rls::{self, FailureMode};
 use crate::route::Route;
 use crate::slots::{self, SlotKey, Table};
 
@@ -119,9 +120,24 @@ pub enum Step {
         /// Issuer index.
         issuer: usize,
     },
+    /// The route's limit is the rate limit service's: make this call (gRPC `ShouldRateLimit`
+    /// through the cluster), put its outcome in [`Pending::rate_limit_answer`] and run the
+    /// headers decision again, with `may_wait` false.
+    AskRateLimit(RateLimitCall),
     /// Forward, after mutating the request as [`Pending`] says; if
     /// [`Pending::needs_body`], read the whole body and call [`Worker::on_body`] first.
     Forward,
+}
+
+/// A `ShouldRateLimit` call to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitCall {
+    /// The Envoy cluster.
+    pub cluster: String,
+    /// The call's timeout.
+    pub timeout_ms: u64,
+    /// The serialized `RateLimitRequest`.
+    pub message: Vec<u8>,
 }
 
 /// Per-request state carried from one callback to the next.
@@ -143,6 +159,12 @@ pub struct Pending {
     pub response_headers: Vec<(String, String)>,
     /// Whether the body must be read before forwarding.
     pub needs_body: bool,
+    /// The rate limit service's answer (the `RateLimitResponse` bytes) or why there is none,
+    /// once [`Step::AskRateLimit`]'s call is over; taken by the next headers decision.
+    pub rate_limit_answer: Option<Result<Vec<u8>, rls::Failure>>,
+    /// The request passed because the rate limit service did not answer and the route's
+    /// `failure_mode` is `allow`.
+    pub rate_limit_failed_open: bool,
     method: String,
     path: String,
     route: Option<usize>,
@@ -265,6 +287,8 @@ impl Worker {
         may_wait: bool,
         pending: &mut Pending,
     ) -> Step {
+        // A decision run again (after a wait for keys or a rate-limit answer) starts afresh.
+        pending.dry_run.clear();
         // The request ID first: every reply below carries it.
         let decided = match req.text_values(REQUEST_ID) {
             Ok(ids) => request_id::decide(&ids, &mut *host.random),
@@ -341,38 +365,30 @@ impl Worker {
                 }
             }
             if let Some(bucket) = route.rate_limit {
-                let principal = verified.principal();
-                let who: [&[u8]; 2] = [route.name.as_bytes(), principal.as_bytes()];
-                let decision = match self
-                    .limiter(host.store)
-                    .check(bucket, &who, host.now_ms, true)
-                {
-                    Ok(d) => d,
-                    Err(_) => {
-                        return pending.reject(catalogue::unavailable(
-                            "store_error",
-                            "rate-limit state is unavailable",
-                            1,
-                        ))
-                    }
+                let limited = match self.rate_limit(route, bucket, &verified, host, pending) {
+                    Limited::Decided(decision, shape) => Some((decision, shape)),
+                    Limited::PassedOpen => None,
+                    Limited::Step(step) => return step,
                 };
-                if !route.enforce.rate_limit {
-                    // Dry-run: no headers for a limit that is not in force.
-                    if !decision.allowed {
-                        pending.dry_run.push("rate_limited");
-                    }
-                } else {
-                    pending
-                        .response_headers
-                        .push(("ratelimit-policy".into(), bucket.policy_header(&route.name)));
-                    pending
-                        .response_headers
-                        .push(("ratelimit".into(), decision.header(&route.name)));
-                    if !decision.allowed {
-                        return pending.reject(catalogue::rate_limited(
-                            "rate_limited",
-                            decision.retry_after_secs,
-                        ));
+                if let Some((decision, shape)) = limited {
+                    if !route.enforce.rate_limit {
+                        // Dry-run: no headers for a limit that is not in force.
+                        if !decision.allowed {
+                            pending.dry_run.push("rate_limited");
+                        }
+                    } else {
+                        pending
+                            .response_headers
+                            .push(("ratelimit-policy".into(), shape.policy_header(&route.name)));
+                        pending
+                            .response_headers
+                            .push(("ratelimit".into(), decision.header(&route.name)));
+                        if !decision.allowed {
+                            return pending.reject(catalogue::rate_limited(
+                                "rate_limited",
+                                decision.retry_after_secs,
+                            ));
+                        }
                     }
                 }
             }
@@ -428,6 +444,52 @@ impl Worker {
             self.sign(pending, &[], host);
         }
         Step::Forward
+    }
+
+    /// The route's limit for this user: the local buckets' decision, or the rate limit
+    /// service's (asked for first, then read from [`Pending::rate_limit_answer`]).
+    fn rate_limit(
+        &self,
+        route: &Route,
+        bucket: Bucket,
+        verified: &Verified,
+        host: &Host<'_>,
+        pending: &mut Pending,
+    ) -> Limited {
+        let principal = verified.principal();
+        let Some(service) = &route.rate_limit_service else {
+            let who: [&[u8]; 2] = [route.name.as_bytes(), principal.as_bytes()];
+            return match self
+                .limiter(host.store)
+                .check(bucket, &who, host.now_ms, true)
+            {
+                Ok(d) => Limited::Decided(d, bucket),
+                Err(_) => Limited::Step(pending.reject(catalogue::unavailable(
+                    "store_error",
+                    "rate-limit state is unavailable",
+                    1,
+                ))),
+            };
+        };
+        let Some(answer) = pending.rate_limit_answer.take() else {
+            return Limited::Step(Step::AskRateLimit(RateLimitCall {
+                cluster: service.cluster.clone(),
+                timeout_ms: service.timeout_ms,
+                message: rls::request(&service.domain, &route.name, &principal),
+            }));
+        };
+        match answer.and_then(|bytes| rls::decide(&bytes, bucket)) {
+            Ok((decision, shape)) => Limited::Decided(decision, shape),
+            Err(_) if service.failure_mode == FailureMode::Allow => {
+                pending.rate_limit_failed_open = true;
+                Limited::PassedOpen
+            }
+            Err(_) => Limited::Step(pending.reject(catalogue::unavailable(
+                "rate_limit_unavailable",
+                "the rate-limit service did not answer",
+                1,
+            ))),
+        }
     }
 
     /// Decides once the whole body is read (only when [`Pending::needs_body`]), then signs
@@ -662,6 +724,16 @@ fn decide_access(
         dry_run.push(d.reason());
     }
     Ok(())
+}
+
+/// What a route's limit decided.
+enum Limited {
+    /// Counted: the decision and the limit's shape (for `RateLimit-Policy`).
+    Decided(Decision, Bucket),
+    /// Not counted: the service did not answer and the route fails open.
+    PassedOpen,
+    /// Answer now, or ask the service first.
+    Step(Step),
 }
 
 fn first8(b: [u8; 16]) -> [u8; 8] {

@@ -18,6 +18,7 @@ pub mod keyfetch;
 pub mod permission;
 pub mod problem;
 pub mod ratelimit;
+pub mod rls;
 pub mod route;
 pub mod slots;
 pub mod store;
@@ -26,4 +27,4 @@ pub mod store;
 pub mod testkit;
 
 pub use config::{ConfigError, Policy};
-pub use gate::{Host, Pending, RequestHead, Step, Worker};
+pub use gate::{Host, Pending, RateLimitCall, RequestHead, Step, Worker};

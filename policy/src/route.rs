@@ -109,6 +109,8 @@ pub struct Route {
     pub conditions: Vec<Condition>,
     /// Per-user bucket.
     pub rate_limit: Option<Bucket>,
+    /// The rate limit service that enforces `rate_limit` instead of the local buckets.
+    pub rate_limit_service: Option<crate::rls::Service>,
     /// Idempotency-Key handling.
     pub idempotency: IdempotencyMode,
     /// Which checks are applied; the others run in dry-run.

@@ -3,13 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, clippy::type_complexity)] // test helpers, not the request path
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use edge_policy::jwt::Alg;
+use edge_policy::rls::{self, DescriptorStatus, Failure, ProtoDuration, RateLimitResponse};
 use edge_policy::store::{MemoryStore, SharedStore, StoreError};
 use edge_policy::testkit::{self, Keys};
-use edge_policy::{Host, Pending, Policy, RequestHead, Step, Worker};
+use edge_policy::{Host, Pending, Policy, RateLimitCall, RequestHead, Step, Worker};
+use prost::Message;
 use serde_json::{json, Value};
 
 const NOW: i64 = 1_800_000_000;
@@ -50,6 +53,9 @@ struct Fixture {
     counter: u8,
     /// The headers of the last refusal.
     refused_with: Vec<(String, String)>,
+    /// What the rate limit service answers next, and the calls made to it.
+    rls_answers: VecDeque<Result<Vec<u8>, Failure>>,
+    rls_calls: Vec<RateLimitCall>,
 }
 
 /// The in-memory shared store, which a test can take down.
@@ -112,6 +118,8 @@ impl Fixture {
             store,
             counter: 0,
             refused_with: Vec::new(),
+            rls_answers: VecDeque::new(),
+            rls_calls: Vec::new(),
         }
     }
 
@@ -221,6 +229,12 @@ impl Fixture {
         let mut step = self
             .worker
             .on_headers(&req, &mut host, may_wait, &mut pending);
+        // The adapter's call to the rate limit service, answered from the queue.
+        if let Step::AskRateLimit(call) = step {
+            self.rls_calls.push(call);
+            pending.rate_limit_answer = Some(self.rls_answers.pop_front().unwrap());
+            step = self.worker.on_headers(&req, &mut host, false, &mut pending);
+        }
         if matches!(step, Step::Forward) && pending.needs_body {
             step = self.worker.on_body(body, &mut host, &mut pending);
         }
@@ -248,6 +262,7 @@ impl Fixture {
                 reason: "wait",
                 retry_after: None,
             },
+            Step::AskRateLimit(_) => panic!("asked the rate limit service twice"),
         };
         (outcome, pending)
     }
@@ -964,6 +979,35 @@ fn configs_the_filter_refuses_name_the_field() {
                               "org": {"body_field": "orgId"}}]}),
             "routes[0].permission",
         ),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "/a", "rate_limit": {"requests": 20, "per": "60s",
+                              "service": {"cluster": "", "domain": "d"}}}]}),
+            "routes[0].rate_limit.service.cluster",
+        ),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "/a", "rate_limit": {"requests": 20, "per": "60s",
+                              "service": {"cluster": "rls", "domain": ""}}}]}),
+            "routes[0].rate_limit.service.domain",
+        ),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "/a", "rate_limit": {"requests": 20, "per": "60s",
+                              "service": {"cluster": "rls", "domain": "d", "timeout": "0ms"}}}]}),
+            "routes[0].rate_limit.service.timeout",
+        ),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "/a", "rate_limit": {"requests": 20, "per": "60s",
+                              "service": {"cluster": "rls", "domain": "d", "failure_mode": "maybe"}}}]}),
+            "routes[0].rate_limit.service.failure_mode",
+        ),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "/a", "rate_limit": {"requests": 20, "per": "60s",
+                              "service": {"cluster": "rls", "domain": "d", "port": 1}}}]}),
+            "routes[0].rate_limit.service.port",
+        ),
+        (
+            json!({"limits": {"unauthenticated": {"requests": 5, "per": "60s", "service": {"cluster": "rls", "domain": "d"}}}}),
+            "limits.unauthenticated.service",
+        ),
     ];
     for (patch, field) in cases {
         let mut cfg = base.clone();
@@ -1050,6 +1094,7 @@ fn remote_keys_make_requests_wait_then_decide() {
                 assert_eq!(issuer, 1);
                 0
             }
+            Step::AskRateLimit(_) => panic!("no route here has a rate limit service"),
         }
     };
     let t = keys.sign(Alg::EdDSA, Some("ed"), &claims("u-1"));
@@ -1857,4 +1902,127 @@ fn routes_name_the_issuers_and_audiences_they_accept() {
     cfg["routes"][3]["issuers"] = json!(["nobody"]);
     let err = Policy::from_json(cfg.to_string().as_bytes()).unwrap_err();
     assert_eq!(err.field, "routes[3].issuers", "{err}");
+}
+
+/// The create route's limit through a rate limit service failing `mode`.
+fn with_service(mode: &str) -> Fixture {
+    Fixture::with(|c| {
+        c["routes"][0]["rate_limit"]["service"] = json!({
+            "cluster": "ratelimit", "domain": "workspace-api", "timeout": "300ms", "failure_mode": mode
+        });
+    })
+}
+
+fn rls_answer(code: i32, remaining: u32, reset_secs: i64) -> Vec<u8> {
+    RateLimitResponse {
+        overall_code: code,
+        statuses: vec![DescriptorStatus {
+            code,
+            current_limit: Some(rls::RateLimit {
+                requests_per_unit: 20,
+                unit: 2,
+                name: "create".into(),
+            }),
+            limit_remaining: remaining,
+            duration_until_reset: Some(ProtoDuration {
+                seconds: reset_secs,
+                nanos: 0,
+            }),
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn a_rate_limit_service_decides_with_the_local_limiters_answers() {
+    let mut f = with_service("deny");
+    let auth = bearer(&f.token(Alg::EdDSA, json!({})));
+    let create = |f: &mut Fixture| {
+        f.run(
+            "POST",
+            "/api/workspaces",
+            &[("authorization", &auth)],
+            br#"{"orgId":"org-1"}"#,
+        )
+    };
+    f.rls_answers.push_back(Ok(rls_answer(1, 19, 60)));
+    let (got, p) = create(&mut f);
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        p.response_headers,
+        [
+            ("ratelimit-policy".into(), r#""create";q=20;w=60"#.into()),
+            ("ratelimit".into(), r#""create";r=19;t=60"#.into()),
+        ]
+    );
+    // The call: the configured cluster and timeout, the route and the verified user.
+    let call = &f.rls_calls[0];
+    assert_eq!((call.cluster.as_str(), call.timeout_ms), ("ratelimit", 300));
+    let sent = rls::RateLimitRequest::decode(call.message.as_slice()).unwrap();
+    assert_eq!(sent.domain, "workspace-api");
+    let entries: Vec<_> = sent.descriptors[0]
+        .entries
+        .iter()
+        .map(|e| (e.key.as_str(), e.value.as_str()))
+        .collect();
+    assert_eq!(entries[0], ("route", "create"));
+    assert_eq!(entries[1].0, "user");
+    assert!(entries[1].1.contains("u-alice"), "{entries:?}");
+
+    // Over the limit: 429 with Retry-After and the same headers as the local limiter.
+    f.rls_answers.push_back(Ok(rls_answer(2, 0, 17)));
+    let (got, p) = create(&mut f);
+    assert_eq!(
+        got,
+        Outcome {
+            status: 429,
+            reason: "rate_limited",
+            retry_after: Some("17".into())
+        }
+    );
+    assert!(p
+        .response_headers
+        .contains(&("ratelimit".into(), r#""create";r=0;t=17"#.into())));
+    // A route without a service never asks it; the local store is not touched by one with.
+    let (got, _) = f.run("GET", "/api/workspaces/w", &[("authorization", &auth)], b"");
+    assert_eq!(got.status, 200);
+    assert_eq!(f.rls_calls.len(), 2);
+}
+
+#[test]
+fn an_unanswered_rate_limit_service_follows_the_failure_mode() {
+    let failures = [
+        Err(Failure::Status(4)),
+        Err(Failure::Status(14)),
+        Err(Failure::NotStarted),
+        Ok(b"not protobuf".to_vec()),
+        Ok(Vec::new()),
+    ];
+    for failure in failures {
+        for (mode, status, reason) in [
+            ("deny", 503, "rate_limit_unavailable"),
+            ("allow", 200, "allowed"),
+        ] {
+            let mut f = with_service(mode);
+            let auth = bearer(&f.token(Alg::EdDSA, json!({})));
+            f.rls_answers.push_back(failure.clone());
+            let (got, p) = f.run(
+                "POST",
+                "/api/workspaces",
+                &[("authorization", &auth)],
+                br#"{"orgId":"org-1"}"#,
+            );
+            assert_eq!(
+                (got.status, got.reason),
+                (status, reason),
+                "{mode} {failure:?}"
+            );
+            assert_eq!(p.rate_limit_failed_open, mode == "allow");
+            // No count was made, so no rate-limit headers claim one.
+            assert!(p.response_headers.is_empty(), "{:?}", p.response_headers);
+            if mode == "deny" {
+                assert_eq!(got.retry_after.as_deref(), Some("1"));
+            }
+        }
+    }
 }

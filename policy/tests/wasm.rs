@@ -65,6 +65,7 @@ fn decide(w: &mut Worker, store: &MemoryStore, token: &str, body: &[u8]) -> u16 
         Step::Forward => 200,
         Step::Reject(r) => r.status,
         Step::WaitForKeys { .. } => 0,
+        Step::AskRateLimit(_) => 1,
     }
 }
 

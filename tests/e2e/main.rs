@@ -27,4 +27,5 @@ mod filter_recovery;
 mod filter_scopes;
 mod gateway_openapi;
 mod gateway_schemathesis;
+mod scale_out;
 mod stack;

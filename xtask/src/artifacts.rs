@@ -65,6 +65,10 @@ const BACKEND: Build = (
     ],
 );
 const RUNNER: Build = ("local runner", &["build", "--package", "spin-runner"]);
+const RATELIMIT: Build = (
+    "rate limit service",
+    &["build", "--package", "edge-ratelimit"],
+);
 
 /// Brings the filter, the backend and the runner up to date (Cargo does nothing when they
 /// are fresh).
@@ -79,6 +83,12 @@ pub fn build_backend() -> Result<()> {
     static RUNNER_DONE: OnceLock<Result<(), String>> = OnceLock::new();
     once(&BACKEND_DONE, BACKEND)?;
     once(&RUNNER_DONE, RUNNER)
+}
+
+/// Brings the rate limit service (`edge-ratelimit`) up to date, once per process.
+pub fn build_ratelimit_service() -> Result<()> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    once(&DONE, RATELIMIT)
 }
 
 /// Brings the filter up to date, once per process.

@@ -90,6 +90,11 @@ pub struct GatewaySpec {
     /// Writes the gateway's access log to this file, one JSON object per request with the
     /// filter's decision (the filter's `decision_state` must be on for it to show).
     pub access_log: Option<PathBuf>,
+    /// STATIC HTTP/2 clusters to add, for gRPC services (a rate limit service).
+    pub grpc_clusters: Vec<(String, SocketAddr)>,
+    /// More endpoints of the `backend` cluster (other backend instances), load-balanced
+    /// round robin with `backend`.
+    pub extra_backends: Vec<SocketAddr>,
 }
 
 /// The access log [`GatewaySpec::access_log`] adds: the request, its status and the
@@ -161,6 +166,11 @@ pub fn render(spec: &GatewaySpec) -> Result<Value> {
         spec.backend,
         "backend cluster",
     )?;
+    if let Some(Value::Array(endpoints)) =
+        backend.pointer_mut("/load_assignment/endpoints/0/lb_endpoints")
+    {
+        endpoints.extend(spec.extra_backends.iter().map(|addr| endpoint(*addr)));
+    }
     let wasm = wasm_filter(&mut config).context("envoy/envoy.yaml has no wasm filter")?;
     if let Some(code) = wasm.pointer_mut("/config/vm_config/code/local") {
         code["filename"] = Value::from(spec.filter_wasm.display().to_string());
@@ -175,6 +185,9 @@ pub fn render(spec: &GatewaySpec) -> Result<Value> {
         for (name, addr) in &spec.extra_clusters {
             clusters.push(static_cluster(name, *addr));
         }
+        for (name, addr) in &spec.grpc_clusters {
+            clusters.push(grpc_cluster(name, *addr));
+        }
     }
     Ok(config)
 }
@@ -187,11 +200,27 @@ pub fn static_cluster(name: &str, addr: SocketAddr) -> Value {
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                "address": addr.ip().to_string(), "port_value": addr.port()
-            }}}}]}]
+            "endpoints": [{"lb_endpoints": [endpoint(addr)]}]
         }
     })
+}
+
+/// A STATIC cluster with one endpoint spoken to in HTTP/2 (gRPC).
+pub fn grpc_cluster(name: &str, addr: SocketAddr) -> Value {
+    let mut cluster = static_cluster(name, addr);
+    cluster["typed_extension_protocol_options"] = serde_json::json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}
+        }
+    });
+    cluster
+}
+
+fn endpoint(addr: SocketAddr) -> Value {
+    serde_json::json!({"endpoint": {"address": {"socket_address": {
+        "address": addr.ip().to_string(), "port_value": addr.port()
+    }}}})
 }
 
 fn set_socket(target: Option<&mut Value>, addr: SocketAddr, what: &str) -> Result<()> {

@@ -6,6 +6,7 @@
 //! - [`artifacts`]: build the filter, the backend component and the runner;
 //! - [`token`]: mint dev tokens with the local-only key;
 //! - [`debian`]: programs from Debian's packages (`wrk`, `redis-server`).
+//! - [`shared`]: what replicas share: Redis and the rate limit service.
 
 pub mod artifacts;
 pub mod bench;
@@ -14,6 +15,7 @@ pub mod envoy;
 pub mod paths;
 pub mod process;
 pub mod schemathesis;
+pub mod shared;
 pub mod stack;
 pub mod token;
 pub mod toolchain;

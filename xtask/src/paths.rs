@@ -49,6 +49,16 @@ pub fn runner_bin() -> PathBuf {
     target_dir().join("debug/spin-runner")
 }
 
+/// The rate limit service (`ratelimit-service/`), as `cargo build` leaves it.
+pub fn ratelimit_bin() -> PathBuf {
+    target_dir().join("debug/edge-ratelimit")
+}
+
+/// The limits the rate limit service runs with locally and in the tests.
+pub fn ratelimit_limits() -> PathBuf {
+    root().join("ratelimit-service/limits.toml")
+}
+
 /// The project-local Python virtual environment holding Envoy.
 pub fn venv() -> PathBuf {
     root().join(".venv")

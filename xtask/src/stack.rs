@@ -43,6 +43,10 @@ pub struct StackOptions {
     /// Write the gateway's access log (JSON, with the filter's decision) next to Envoy's
     /// log; [`Stack::access_log`] reads it.
     pub access_log: bool,
+    /// STATIC HTTP/2 clusters added to Envoy's configuration, e.g. a rate limit service.
+    pub grpc_clusters: Vec<(String, SocketAddr)>,
+    /// Other backend instances Envoy load-balances with this stack's own (round robin).
+    pub extra_backends: Vec<SocketAddr>,
     /// Extra environment for the backend host, e.g. `SPIN_VARIABLE_*`.
     pub backend_env: Vec<(String, String)>,
     /// Extra environment for Envoy, e.g. a key the filter reads through `host_env_keys`.
@@ -74,6 +78,8 @@ impl Default for StackOptions {
             filter_config: None,
             extra_clusters: Vec::new(),
             access_log: false,
+            grpc_clusters: Vec::new(),
+            extra_backends: Vec::new(),
             backend_env: Vec::new(),
             envoy_env: Vec::new(),
             gateway_listen: ANY_PORT,
@@ -417,6 +423,8 @@ fn start_envoy(
         filter_config: options.filter_config.clone(),
         extra_clusters: options.extra_clusters.clone(),
         access_log: options.access_log.then(|| logs.join("access.log")),
+        grpc_clusters: options.grpc_clusters.clone(),
+        extra_backends: options.extra_backends.clone(),
     };
     let config_path = logs.join("envoy.json");
     fs::write(

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::duration;
 use crate::permission::Condition;
+use crate::rls::FailureMode;
 
 /// The configuration as written.
 #[derive(Debug, Deserialize)]
@@ -270,6 +271,32 @@ pub struct RawRateLimit {
     /// The window.
     #[serde(deserialize_with = "duration::deserialize")]
     pub per: Duration,
+    /// Enforced by a rate limit service instead of the local buckets (routes only).
+    #[serde(default)]
+    pub service: Option<RawRateLimitService>,
+}
+
+/// A rate limit service reached through an Envoy cluster (gRPC, `ShouldRateLimit`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimitService {
+    /// The Envoy cluster (HTTP/2) that reaches the service.
+    pub cluster: String,
+    /// The RLS domain the service's limits are configured under.
+    pub domain: String,
+    /// How long one call may take.
+    #[serde(
+        default = "default_rls_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub timeout: Duration,
+    /// What an unanswered call decides.
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+}
+
+fn default_rls_timeout() -> Duration {
+    Duration::from_millis(250)
 }
 
 /// How a route treats `Idempotency-Key`.
@@ -344,6 +371,7 @@ fn default_unauth() -> RawRateLimit {
     RawRateLimit {
         requests: 120,
         per: Duration::from_secs(60),
+        service: None,
     }
 }
 fn default_key_wait() -> Duration {
