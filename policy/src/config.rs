@@ -22,7 +22,7 @@ mod raw;
 pub use issuer::{Issuer, RemoteJwks};
 pub use raw::{
     IdempotencyMode, OrgSource, RawConfig, RawIdempotency, RawIdentity, RawIssuer, RawLimits,
-    RawRateLimit, RawRemoteJwks, RawRoute, Unmatched,
+    RawRateLimit, RawRemoteJwks, RawRoute, RouteAuth, Unmatched,
 };
 
 /// Where a configuration went wrong: the JSON path of the field and why.
@@ -261,6 +261,21 @@ fn routes(raw: Vec<RawRoute>) -> Result<RouteTable, ConfigError> {
             Some(rl) => Some(bucket(&rl).map_err(|why| err(at("rate_limit"), why))?),
             None => None,
         };
+        if r.auth == RouteAuth::Anonymous {
+            if method != "GET" && method != "HEAD" {
+                return Err(err(at("auth"), "`none` is for GET and HEAD routes only"));
+            }
+            if r.permission.is_some()
+                || !r.conditions.is_empty()
+                || rate_limit.is_some()
+                || r.idempotency != IdempotencyMode::Off
+            {
+                return Err(err(
+                    at("auth"),
+                    "a route without a token has no permission, conditions, rate limit or idempotency",
+                ));
+            }
+        }
         routes.push(Route {
             name: r.name,
             method,
@@ -270,6 +285,7 @@ fn routes(raw: Vec<RawRoute>) -> Result<RouteTable, ConfigError> {
             conditions: r.conditions,
             rate_limit,
             idempotency: r.idempotency,
+            auth: r.auth,
         });
     }
     Ok(RouteTable::new(routes))

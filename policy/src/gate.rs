@@ -10,7 +10,7 @@ use edge_contract::{request_id, Request, Signer, FORWARDED_HEADERS};
 use serde_json::Value;
 
 use crate::cache::TokenCache;
-use crate::config::{IdempotencyMode, OrgSource, Policy, Unmatched};
+use crate::config::{IdempotencyMode, OrgSource, Policy, RouteAuth, Unmatched};
 use crate::headers::{self, Pair};
 use crate::idempotency::{self, Begin, Claim, Records, StoredResponse};
 use crate::jwks::JwkSet;
@@ -162,6 +162,17 @@ impl Pending {
         reply
     }
 
+    /// The bearer token stops at the edge: the backend gets the signed identity only. The
+    /// client's copies of the identity headers are dropped; the signed ones are added by
+    /// the route from `forward_state`.
+    fn strip_credentials(&mut self) {
+        self.remove_headers = std::iter::once("authorization")
+            .chain(FORWARDED_HEADERS)
+            .map(str::to_owned)
+            .collect();
+        self.set_headers = vec![(REQUEST_ID.to_owned(), self.request_id.clone())];
+    }
+
     fn reject(&self, problem: Problem) -> Step {
         Step::Reject(self.reply(problem))
     }
@@ -298,6 +309,13 @@ impl Worker {
         }
         pending.route = route_index;
         let route = route_index.and_then(|i| policy.routes.get(i));
+        if route.is_some_and(|r| r.auth == RouteAuth::Anonymous) {
+            // No token is read and no identity signed; a body is still read, for the
+            // same size limit as everywhere.
+            pending.strip_credentials();
+            pending.needs_body = req.has_body;
+            return Step::Forward;
+        }
 
         let verified = match self.authenticate(req, host, may_wait) {
             Ok(v) => v,
@@ -380,14 +398,7 @@ impl Worker {
         }
         // The signed identity covers the body, so a request with one is signed once it is read.
         pending.needs_body |= req.has_body;
-        // The bearer token stops here: the backend gets the signed identity only.
-        // The client's copies of the identity headers are dropped here; the signed ones are
-        // added by the route from `forward_state`.
-        pending.remove_headers = std::iter::once("authorization")
-            .chain(FORWARDED_HEADERS)
-            .map(str::to_owned)
-            .collect();
-        pending.set_headers = vec![(REQUEST_ID.to_owned(), pending.request_id.clone())];
+        pending.strip_credentials();
         pending.verified = Some(verified);
         if !pending.needs_body {
             self.sign(pending, &[], host);

@@ -1,6 +1,6 @@
 //! Route policies and the matching of a request's method and path to one of them.
 
-use crate::config::{IdempotencyMode, OrgSource};
+use crate::config::{IdempotencyMode, OrgSource, RouteAuth};
 use crate::permission::Condition;
 use crate::ratelimit::Bucket;
 
@@ -111,6 +111,8 @@ pub struct Route {
     pub rate_limit: Option<Bucket>,
     /// Idempotency-Key handling.
     pub idempotency: IdempotencyMode,
+    /// Whether a token is needed.
+    pub auth: RouteAuth,
 }
 
 /// Routes in configuration order; the first match wins.

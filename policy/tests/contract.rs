@@ -927,6 +927,24 @@ fn configs_the_filter_refuses_name_the_field() {
             "routes[0].org.path_param",
         ),
         (json!({"roles": {"owner": [""]}}), "roles.owner"),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "/healthz", "auth": "anonymous"}]}),
+            "routes[0].auth",
+        ),
+        (
+            json!({"routes": [{"name": "x", "method": "POST", "path": "/healthz", "auth": "none"}]}),
+            "routes[0].auth",
+        ),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "/healthz", "auth": "none",
+                              "rate_limit": {"requests": 1, "per": "1s"}}]}),
+            "routes[0].auth",
+        ),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "/o/{orgId}", "auth": "none",
+                              "permission": "p", "org": {"path_param": "orgId"}}]}),
+            "routes[0].auth",
+        ),
     ];
     for (patch, field) in cases {
         let mut cfg = base.clone();
@@ -951,6 +969,16 @@ fn the_shipped_envoy_config_is_valid() {
     );
     assert!(policy.routes.find("POST", "/api/v3/workspaces").is_some());
     assert!(policy.routes.find("GET", "/api/workspaces/w-1").is_some());
+    let health = policy.routes.find("GET", "/healthz").unwrap();
+    assert_eq!(health.auth, edge_policy::config::RouteAuth::Anonymous);
+    assert!(
+        policy
+            .routes
+            .iter()
+            .filter(|r| r.auth != edge_policy::config::RouteAuth::Token)
+            .count()
+            == 1
+    );
 }
 
 /// The JSON inside the wasm filter's `configuration.value: |` block.
@@ -1118,6 +1146,43 @@ fn unmatched_requests_are_refused_with_the_right_status() {
             "{method} {path}"
         );
     }
+}
+
+#[test]
+fn a_route_without_a_token_forwards_no_identity() {
+    let mut f = Fixture::with(|c| {
+        c["unmatched"] = json!("reject");
+        c["routes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "health", "method": "GET", "path": "/healthz", "auth": "none"}));
+    });
+    let forged = [
+        ("authorization", "Bearer not-a-token"),
+        ("x-edge-identity", "forged"),
+        ("x-edge-signature", "forged"),
+    ];
+    for headers in [&[][..], &forged[..]] {
+        let (got, p) = f.run("GET", "/healthz", headers, b"");
+        assert_eq!((got.status, got.reason), (200, "allowed"));
+        assert!(p.forward_state.is_empty(), "no identity is signed");
+        assert!(!p.needs_body);
+        for name in ["authorization", "x-edge-identity", "x-edge-signature"] {
+            assert!(p.remove_headers.iter().any(|h| h == name), "{name} kept");
+        }
+        assert!(p.set_headers.iter().any(|(n, _)| n == "x-request-id"));
+    }
+    // Other methods on that path, and every other route, still need what they needed.
+    let (got, _) = f.run("POST", "/healthz", &[], b"{}");
+    assert_eq!((got.status, got.reason), (405, "method_not_allowed"));
+    let (got, _) = f.run("GET", "/api/workspaces/w-1", &[], b"");
+    assert_eq!(got.status, 401);
+    // A malformed request ID and an oversized body are refused there too.
+    let (got, _) = f.run("GET", "/healthz", &[("x-request-id", "a b")], b"");
+    assert_eq!(got.status, 400);
+    let (got, p) = f.run("GET", "/healthz", &[], &[b'x'; 257]);
+    assert_eq!((got.status, got.reason), (413, "body_too_large"));
+    assert!(p.forward_state.is_empty());
 }
 
 #[test]

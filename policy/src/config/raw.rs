@@ -159,6 +159,23 @@ pub struct RawRoute {
     /// Whether `Idempotency-Key` is required, optional or ignored.
     #[serde(default)]
     pub idempotency: IdempotencyMode,
+    /// Whether the route needs a token.
+    #[serde(default)]
+    pub auth: RouteAuth,
+}
+
+/// Whether a route needs a token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum RouteAuth {
+    /// A valid token, and the signed identity forwarded (the default).
+    #[default]
+    #[serde(rename = "token")]
+    Token,
+    /// No token is read and no identity is forwarded: for a probe such as `GET /healthz`,
+    /// which the backend serves without an identity. Only `GET` and `HEAD`, with no
+    /// permission, organization, condition, rate limit or idempotency.
+    #[serde(rename = "none")]
+    Anonymous,
 }
 
 /// Where a route's target organization comes from (validation refuses an empty name).
