@@ -32,8 +32,20 @@ use crate::{artifacts, paths};
 pub const PLUGIN_FILE: &str = "plugin.wasm";
 
 /// The tag (`org.opencontainers.image.ref.name`) of the image in the layout: the filter
-/// crate's version.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// crate's version (`plugin/Cargo.toml`).
+pub fn version() -> Result<String> {
+    let path = paths::root().join("plugin/Cargo.toml");
+    let manifest: toml::Table = fs::read_to_string(&path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .parse()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    manifest
+        .get("package")
+        .and_then(|p| p.get("version"))
+        .and_then(toml::Value::as_str)
+        .map(str::to_owned)
+        .with_context(|| format!("{}: no package.version", path.display()))
+}
 
 /// What [`package`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +54,8 @@ pub struct Packaged {
     pub wasm_sha256: String,
     /// The digest of the image manifest (`sha256:…`): what a registry reports after a push.
     pub manifest_digest: String,
+    /// The image's tag in the layout.
+    pub tag: String,
 }
 
 /// The output folder, `target/package/`.
@@ -59,7 +73,10 @@ pub fn run() -> Result<Packaged> {
     println!("{}", out.join("edge_filter.wasm").display());
     println!("  sha256 {}", packaged.wasm_sha256);
     println!("{}", out.join("edge-filter-oci").display());
-    println!("  tag {VERSION}, manifest {}", packaged.manifest_digest);
+    println!(
+        "  tag {}, manifest {}",
+        packaged.tag, packaged.manifest_digest
+    );
     Ok(packaged)
 }
 
@@ -76,16 +93,18 @@ pub fn package(wasm: &[u8], out: &Path) -> Result<Packaged> {
     if layout.exists() {
         fs::remove_dir_all(&layout)?;
     }
-    let manifest_digest = image_layout(wasm, &layout)?;
+    let tag = version()?;
+    let manifest_digest = image_layout(wasm, &tag, &layout)?;
     Ok(Packaged {
         wasm_sha256,
         manifest_digest,
+        tag,
     })
 }
 
-/// Writes the compat-variant OCI image layout of `wasm` into `dir`; returns the manifest's
-/// digest.
-pub fn image_layout(wasm: &[u8], dir: &Path) -> Result<String> {
+/// Writes the compat-variant OCI image layout of `wasm`, tagged `tag`, into `dir`; returns
+/// the manifest's digest.
+pub fn image_layout(wasm: &[u8], tag: &str, dir: &Path) -> Result<String> {
     let blobs = Blobs::create(dir)?;
     let tar = layer_tar(wasm)?;
     let diff_id = format!("sha256:{}", hex(&Sha256::digest(&tar)));
@@ -120,7 +139,7 @@ pub fn image_layout(wasm: &[u8], dir: &Path) -> Result<String> {
     tagged.set_annotations(Some(
         [(
             "org.opencontainers.image.ref.name".to_owned(),
-            VERSION.to_owned(),
+            tag.to_owned(),
         )]
         .into(),
     ));
@@ -259,7 +278,7 @@ mod tests {
         assert_eq!(entry.digest().to_string(), packaged.manifest_digest);
         assert_eq!(
             entry.annotations().as_ref().unwrap()["org.opencontainers.image.ref.name"],
-            VERSION
+            version().unwrap()
         );
         let manifest = ImageManifest::from_reader(&blob(entry.digest())[..]).unwrap();
         let [layer] = manifest.layers().as_slice() else {
