@@ -395,7 +395,7 @@ fn envoy_gateway_companions() -> Companions {
     c
 }
 
-/// The local gateway's bootstrap (free ports), with or without what the companions bring.
+/// The local gateway's bootstrap (`envoy/envoy.yaml`, free ports).
 fn bootstrap() -> Value {
     xtask::envoy::render(&xtask::envoy::GatewaySpec {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -461,7 +461,7 @@ fn envoy_validate(config: &Value, env: &[(&str, &str)]) -> Result<(), String> {
     .map_err(|e| format!("{e:#}"))
 }
 
-/// The `idp_jwks` cluster of the production Envoy configuration.
+/// The cluster `name` of the production Envoy configuration.
 fn production_cluster(name: &str) -> Value {
     let prod = production();
     prod["static_resources"]["clusters"]
