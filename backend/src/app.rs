@@ -93,9 +93,16 @@ fn dispatch(req: &ApiRequest, env: &Env<'_>) -> Result<ApiResponse, Problem> {
             MAX_BODY_BYTES.to_string(),
         ));
     }
+    if route == Route::Health {
+        // No identity, but the same keys check: an instance that would refuse every
+        // request for want of a key is not ready.
+        env.verifier.ok_or_else(missing_key)?;
+        return handlers::health::check(env);
+    }
     let identity = authenticate(req, env)?;
     let ctx = Ctx { req, env, identity };
     match (route, req.method.as_str()) {
+        (Route::Health, _) => handlers::health::check(env),
         (Route::Workspaces, "POST") => handlers::workspaces::create(&ctx),
         (Route::Workspaces, _) => handlers::workspaces::list(&ctx),
         (Route::Workspace(id), _) => handlers::workspaces::get(&ctx, &id),
@@ -124,16 +131,21 @@ fn unauthenticated(reason: &str) -> Problem {
     }
 }
 
-/// The caller, from the gateway's signed identity headers: an authentic, fresh signature
-/// over this very request (body included) whose nonce was never accepted before.
-fn authenticate(req: &ApiRequest, env: &Env<'_>) -> Result<Identity, Problem> {
-    let verifier = env.verifier.ok_or_else(|| Problem {
+/// The 500 of a component whose `gateway_hmac_keys` holds no usable key.
+fn missing_key() -> Problem {
+    Problem {
         cause: Some(format!(
             "the Spin variable {} has no usable key",
             crate::KEYS_VARIABLE
         )),
         ..Problem::new(Kind::Internal)
-    })?;
+    }
+}
+
+/// The caller, from the gateway's signed identity headers: an authentic, fresh signature
+/// over this very request (body included) whose nonce was never accepted before.
+fn authenticate(req: &ApiRequest, env: &Env<'_>) -> Result<Identity, Problem> {
+    let verifier = env.verifier.ok_or_else(missing_key)?;
     let text = |name| {
         req.text(name)
             .map(Option::unwrap_or_default)

@@ -3,6 +3,8 @@
 /// A resource of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// `/healthz`: the health probe, served without an identity.
+    Health,
     /// `/api/workspaces`: create (POST) and list (GET).
     Workspaces,
     /// `/api/workspaces/{workspaceId}`.
@@ -18,6 +20,9 @@ pub enum Route {
 impl Route {
     /// The resource at `path`, if any.
     pub fn parse(path: &str) -> Option<Route> {
+        if path == "/healthz" {
+            return Some(Route::Health);
+        }
         let rest = path.strip_prefix("/api/")?;
         let segments: Vec<&str> = rest.split('/').collect();
         match segments.as_slice() {
@@ -38,7 +43,7 @@ impl Route {
     pub fn allowed(&self) -> &'static [&'static str] {
         match self {
             Route::Workspaces => &["GET", "POST"],
-            Route::Workspace(_) | Route::V3Workspace(_) => &["GET"],
+            Route::Health | Route::Workspace(_) | Route::V3Workspace(_) => &["GET"],
             Route::V3Workspaces => &["POST"],
             Route::OrgSettings(_) => &["GET", "PUT"],
         }
@@ -61,6 +66,9 @@ mod tests {
             ("/api/orgs/o/settings", Some(Route::OrgSettings("o".into()))),
             ("/api/orgs//settings", None),
             ("/other", None),
+            ("/healthz", Some(Route::Health)),
+            ("/healthz/", None),
+            ("/api/healthz", None),
         ];
         for (path, want) in cases {
             assert_eq!(Route::parse(path), want, "{path}");

@@ -1180,3 +1180,37 @@ fn an_oversized_body_is_413_before_its_signature_is_checked() {
     assert_eq!(api.run(big.clone()).status, 413);
     assert_eq!(api.run(sign(&owner(), big)).status, 413);
 }
+
+#[test]
+fn health_needs_no_identity_and_fails_with_the_store() {
+    let api = Api::new();
+    let r = api.run(ApiRequest::new("GET", "/healthz"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json_body(), json!({"status": "ok"}));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(r.header("x-request-id").is_some());
+    let r = api.run(ApiRequest::new("POST", "/healthz"));
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
+    api.kv.set_failing(Some("disk on fire"));
+    let r = api.run(ApiRequest::new("GET", "/healthz"));
+    assert_eq!(
+        (r.status, problem_type(&r)),
+        (503, "store-unavailable".to_owned())
+    );
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert!(!String::from_utf8_lossy(&r.body).contains("disk on fire"));
+    api.kv.set_failing(None);
+    // The probe only reads.
+    assert!(api.kv.keys().is_empty());
+    // A component without a gateway key refuses every request: not healthy either.
+    let env = Env {
+        kv: &api.kv,
+        verifier: None,
+        now: Utc::now(),
+        new_uuid: &uuid::Uuid::new_v4,
+    };
+    assert_eq!(
+        handle(&ApiRequest::new("GET", "/healthz"), &env).status,
+        500
+    );
+}

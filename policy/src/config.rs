@@ -24,7 +24,7 @@ pub use issuer::{media_type, Discovery, Issuer, RemoteJwks, ScopeClaim, TokenSou
 pub use raw::{
     IdempotencyMode, OrgSource, RawAudiences, RawConfig, RawEnforce, RawEnforceEach,
     RawIdempotency, RawIdentity, RawIssuer, RawLimits, RawRateLimit, RawRateLimitService,
-    RawRemoteJwks, RawRoute, RawTokenSource, Unmatched,
+    RawRemoteJwks, RawRoute, RawTokenSource, RouteAuth, Unmatched,
 };
 
 /// Where a configuration went wrong: the JSON path of the field and why.
@@ -311,6 +311,27 @@ fn routes(raw: Vec<RawRoute>, issuers: &[Issuer]) -> Result<RouteTable, ConfigEr
         {
             return Err(err(at("audiences"), "audiences must not be empty strings"));
         }
+        if r.auth == RouteAuth::Anonymous && method != "GET" && method != "HEAD" {
+            return Err(err(at("auth"), "`none` is for GET and HEAD routes only"));
+        }
+        if r.auth == RouteAuth::Anonymous && (r.issuers.is_some() || r.audiences.is_some()) {
+            return Err(err(
+                at("auth"),
+                "a route without a token has no issuers or audiences",
+            ));
+        }
+        if r.auth != RouteAuth::Token {
+            if r.permission.is_some()
+                || !r.conditions.is_empty()
+                || rate_limit.is_some()
+                || r.idempotency != IdempotencyMode::Off
+            {
+                return Err(err(
+                    at("auth"),
+                    "a route that may have no token has no permission, conditions, rate limit or idempotency",
+                ));
+            }
+        }
         routes.push(Route {
             name: r.name,
             method,
@@ -339,6 +360,7 @@ fn routes(raw: Vec<RawRoute>, issuers: &[Issuer]) -> Result<RouteTable, ConfigEr
                     rate_limit: e.rate_limit,
                 },
             },
+            auth: r.auth,
         });
     }
     Ok(RouteTable::new(routes))

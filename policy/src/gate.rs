@@ -10,7 +10,7 @@ use edge_contract::{request_id, Request, Signer, FORWARDED_HEADERS};
 use serde_json::Value;
 
 use crate::cache::TokenCache;
-use crate::config::{IdempotencyMode, OrgSource, Policy, TokenSource, Unmatched};
+use crate::config::{IdempotencyMode, OrgSource, Policy, RouteAuth, TokenSource, Unmatched};
 use crate::headers::{self, Pair};
 use crate::idempotency::{self, Begin, Claim, Records, StoredResponse};
 use crate::jwks::JwkSet;
@@ -186,6 +186,33 @@ impl Pending {
         reply
     }
 
+    /// The bearer token stops at the edge: the backend gets the signed identity only. The
+    /// client's copies of the identity headers are dropped; the signed ones are added by
+    /// the route from `forward_state`. So are tokens sent in configured headers and cookies
+    /// (every issuer's, whichever carried this request's token).
+    fn strip_credentials(&mut self, policy: &Policy, req: &RequestHead<'_>) {
+        let mut token_cookies = Vec::new();
+        self.remove_headers = std::iter::once("authorization")
+            .chain(FORWARDED_HEADERS)
+            .map(str::to_owned)
+            .collect();
+        for source in policy.issuers.iter().flat_map(|i| &i.token_sources) {
+            match source {
+                TokenSource::Header { name, .. } => self.remove_headers.push(name.clone()),
+                TokenSource::Cookie(name) => token_cookies.push(name.as_str()),
+            }
+        }
+        self.set_headers = vec![(REQUEST_ID.to_owned(), self.request_id.clone())];
+        if !token_cookies.is_empty() {
+            if let Some(kept) = auth::cookies_without(req, &token_cookies) {
+                self.remove_headers.push("cookie".to_owned());
+                if !kept.is_empty() {
+                    self.set_headers.push(("cookie".to_owned(), kept));
+                }
+            }
+        }
+    }
+
     fn reject(&self, problem: Problem) -> Step {
         Step::Reject(self.reply(problem))
     }
@@ -324,6 +351,18 @@ impl Worker {
         }
         pending.route = route_index;
         let route = route_index.and_then(|i| policy.routes.get(i));
+        let anonymous = route.is_some_and(|r| match r.auth {
+            RouteAuth::Token => false,
+            RouteAuth::Anonymous => true,
+            RouteAuth::Optional => !auth::token_sent(req, &policy.issuers),
+        });
+        if anonymous {
+            // No token is read and no identity signed; a body is still read, for the
+            // same size limit as everywhere.
+            pending.strip_credentials(&policy, req);
+            pending.needs_body = req.has_body;
+            return Step::Forward;
+        }
 
         let verified = match self.authenticate(req, host, may_wait) {
             Ok(v) => v,
@@ -414,31 +453,7 @@ impl Worker {
         }
         // The signed identity covers the body, so a request with one is signed once it is read.
         pending.needs_body |= req.has_body;
-        // The bearer token stops here: the backend gets the signed identity only.
-        // The client's copies of the identity headers are dropped here; the signed ones are
-        // added by the route from `forward_state`.
-        // So do tokens sent in configured headers and cookies (every issuer's, whichever
-        // carried this request's token).
-        let mut token_cookies = Vec::new();
-        pending.remove_headers = std::iter::once("authorization")
-            .chain(FORWARDED_HEADERS)
-            .map(str::to_owned)
-            .collect();
-        for source in policy.issuers.iter().flat_map(|i| &i.token_sources) {
-            match source {
-                TokenSource::Header { name, .. } => pending.remove_headers.push(name.clone()),
-                TokenSource::Cookie(name) => token_cookies.push(name.as_str()),
-            }
-        }
-        pending.set_headers = vec![(REQUEST_ID.to_owned(), pending.request_id.clone())];
-        if !token_cookies.is_empty() {
-            if let Some(kept) = auth::cookies_without(req, &token_cookies) {
-                pending.remove_headers.push("cookie".to_owned());
-                if !kept.is_empty() {
-                    pending.set_headers.push(("cookie".to_owned(), kept));
-                }
-            }
-        }
+        pending.strip_credentials(&policy, req);
         pending.verified = Some(verified);
         if !pending.needs_body {
             self.sign(pending, &[], host);

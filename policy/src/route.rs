@@ -1,6 +1,6 @@
 //! Route policies and the matching of a request's method and path to one of them.
 
-use crate::config::{IdempotencyMode, OrgSource};
+use crate::config::{IdempotencyMode, OrgSource, RouteAuth};
 use crate::permission::Condition;
 use crate::ratelimit::Bucket;
 
@@ -120,6 +120,8 @@ pub struct Route {
     /// Audiences the token must carry: at least one of `any_of` (when not empty) and every
     /// one of `all_of`.
     pub audiences: Audiences,
+    /// Whether a token is needed.
+    pub auth: RouteAuth,
 }
 
 /// A route's audience requirement; empty lists require nothing beyond the issuer's own.

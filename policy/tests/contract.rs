@@ -1008,6 +1008,24 @@ fn configs_the_filter_refuses_name_the_field() {
             json!({"limits": {"unauthenticated": {"requests": 5, "per": "60s", "service": {"cluster": "rls", "domain": "d"}}}}),
             "limits.unauthenticated.service",
         ),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "/healthz", "auth": "anonymous"}]}),
+            "routes[0].auth",
+        ),
+        (
+            json!({"routes": [{"name": "x", "method": "POST", "path": "/healthz", "auth": "none"}]}),
+            "routes[0].auth",
+        ),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "/healthz", "auth": "none",
+                              "rate_limit": {"requests": 1, "per": "1s"}}]}),
+            "routes[0].auth",
+        ),
+        (
+            json!({"routes": [{"name": "x", "method": "GET", "path": "/o/{orgId}", "auth": "none",
+                              "permission": "p", "org": {"path_param": "orgId"}}]}),
+            "routes[0].auth",
+        ),
     ];
     for (patch, field) in cases {
         let mut cfg = base.clone();
@@ -1032,6 +1050,16 @@ fn the_shipped_envoy_config_is_valid() {
     );
     assert!(policy.routes.find("POST", "/api/v3/workspaces").is_some());
     assert!(policy.routes.find("GET", "/api/workspaces/w-1").is_some());
+    let health = policy.routes.find("GET", "/healthz").unwrap();
+    assert_eq!(health.auth, edge_policy::config::RouteAuth::Anonymous);
+    assert!(
+        policy
+            .routes
+            .iter()
+            .filter(|r| r.auth != edge_policy::config::RouteAuth::Token)
+            .count()
+            == 1
+    );
 }
 
 /// The JSON inside the wasm filter's `configuration.value: |` block.
@@ -1200,6 +1228,43 @@ fn unmatched_requests_are_refused_with_the_right_status() {
             "{method} {path}"
         );
     }
+}
+
+#[test]
+fn a_route_without_a_token_forwards_no_identity() {
+    let mut f = Fixture::with(|c| {
+        c["unmatched"] = json!("reject");
+        c["routes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "health", "method": "GET", "path": "/healthz", "auth": "none"}));
+    });
+    let forged = [
+        ("authorization", "Bearer not-a-token"),
+        ("x-edge-identity", "forged"),
+        ("x-edge-signature", "forged"),
+    ];
+    for headers in [&[][..], &forged[..]] {
+        let (got, p) = f.run("GET", "/healthz", headers, b"");
+        assert_eq!((got.status, got.reason), (200, "allowed"));
+        assert!(p.forward_state.is_empty(), "no identity is signed");
+        assert!(!p.needs_body);
+        for name in ["authorization", "x-edge-identity", "x-edge-signature"] {
+            assert!(p.remove_headers.iter().any(|h| h == name), "{name} kept");
+        }
+        assert!(p.set_headers.iter().any(|(n, _)| n == "x-request-id"));
+    }
+    // Other methods on that path, and every other route, still need what they needed.
+    let (got, _) = f.run("POST", "/healthz", &[], b"{}");
+    assert_eq!((got.status, got.reason), (405, "method_not_allowed"));
+    let (got, _) = f.run("GET", "/api/workspaces/w-1", &[], b"");
+    assert_eq!(got.status, 401);
+    // A malformed request ID and an oversized body are refused there too.
+    let (got, _) = f.run("GET", "/healthz", &[("x-request-id", "a b")], b"");
+    assert_eq!(got.status, 400);
+    let (got, p) = f.run("GET", "/healthz", &[], &[b'x'; 257]);
+    assert_eq!((got.status, got.reason), (413, "body_too_large"));
+    assert!(p.forward_state.is_empty());
 }
 
 #[test]
@@ -2025,4 +2090,37 @@ fn an_unanswered_rate_limit_service_follows_the_failure_mode() {
             }
         }
     }
+}
+
+/// `auth: optional`: no token, the request goes on without an identity; a valid one is
+/// verified and its identity forwarded; an invalid one is refused as anywhere.
+#[test]
+fn a_route_with_an_optional_token() {
+    let mut f = Fixture::with(|c| {
+        c["routes"][3]["auth"] = json!("optional");
+    });
+    let (got, p) = f.run("GET", "/api/workspaces/w-1", &[], b"");
+    assert_eq!((got.status, got.reason), (200, "allowed"));
+    assert!(p.forward_state.is_empty(), "no identity without a token");
+    let token = bearer(&f.token(Alg::EdDSA, json!({})));
+    let (got, p) = f.run(
+        "GET",
+        "/api/workspaces/w-1",
+        &[("authorization", &token)],
+        b"",
+    );
+    assert_eq!(got.status, 200);
+    assert!(!p.forward_state.is_empty(), "the identity is forwarded");
+    let (got, _) = f.run(
+        "GET",
+        "/api/workspaces/w-1",
+        &[("authorization", "Bearer not.a.token")],
+        b"",
+    );
+    assert_eq!(got.status, 401);
+    // A route that may have no caller cannot ask for a permission.
+    let mut cfg = config(&f.keys);
+    cfg["routes"][0]["auth"] = json!("optional");
+    let err = Policy::from_json(cfg.to_string().as_bytes()).unwrap_err();
+    assert_eq!(err.field, "routes[0].auth", "{err}");
 }

@@ -293,14 +293,19 @@ fn the_edge_decides_before_the_backend() {
         None,
     )
     .text();
+    // The reason is a label (envoy/envoy.yaml's `stats_tags`), not part of the name.
     for name in [
         "edge_filter_allowed",
-        "edge_filter_denied_not_member",
-        "edge_filter_denied_missing_permission",
-        "edge_filter_denied_expired",
+        "edge_filter_denied{reason=\"not_member\"}",
+        "edge_filter_denied{reason=\"missing_permission\"}",
+        "edge_filter_denied{reason=\"expired\"}",
     ] {
         assert!(prom.contains(name), "{name} missing from /stats/prometheus");
     }
+    assert!(
+        !prom.contains("edge_filter_denied_not_member"),
+        "a reason left in a metric name"
+    );
     // One log line per denial with the request ID and reason, never a token.
     let log = stack.envoy_log();
     assert!(log.contains("reason=expired"));

@@ -21,15 +21,15 @@ use serde_json::{json, Value};
 
 /// Serves the current JWKS document, or the document [`JwksServer::route`] set for the
 /// request's path; the first `slow` responses are delayed.
-struct JwksServer {
-    addr: SocketAddr,
+pub(crate) struct JwksServer {
+    pub(crate) addr: SocketAddr,
     doc: Arc<Mutex<Value>>,
     routes: Arc<Mutex<HashMap<String, Value>>>,
     hits: Arc<AtomicUsize>,
 }
 
 impl JwksServer {
-    fn start(doc: Value, slow: usize) -> Self {
+    pub(crate) fn start(doc: Value, slow: usize) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let doc = Arc::new(Mutex::new(doc));

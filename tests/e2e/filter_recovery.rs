@@ -28,6 +28,7 @@ fn every_shipped_envoy_config_fails_closed_and_reloads() {
     let mut checked = Vec::new();
     for file in [
         "envoy/envoy.yaml",
+        "envoy/envoy.production.yaml",
         "envoy/bench/wasm.yaml",
         "envoy/bench/floor.yaml",
     ] {

@@ -48,7 +48,15 @@ fn version_of(bin: &Path) -> Option<String> {
 
 /// Checks a configuration file with `envoy --mode validate`, returning Envoy's output on failure.
 pub fn validate(bin: &Path, config: &Path) -> Result<()> {
-    let out = Command::new(bin)
+    validate_with(bin, config, |_| {})
+}
+
+/// [`validate`] with Envoy's command adjusted first by `adjust` (its environment, say: a
+/// filter that reads a key from it checks its configuration under validation too).
+pub fn validate_with(bin: &Path, config: &Path, adjust: impl FnOnce(&mut Command)) -> Result<()> {
+    let mut command = Command::new(bin);
+    adjust(&mut command);
+    let out = command
         .args([
             "--mode",
             "validate",

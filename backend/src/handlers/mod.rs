@@ -1,5 +1,6 @@
 //! One module per resource; each handler reads like the API it serves.
 
+pub mod health;
 pub mod orgs;
 pub mod v3;
 pub mod workspaces;

@@ -206,6 +206,28 @@ pub struct RawRoute {
     /// Audiences this route requires of the token, any or all of them.
     #[serde(default)]
     pub audiences: Option<RawAudiences>,
+    /// Whether the route needs a token.
+    #[serde(default)]
+    pub auth: RouteAuth,
+}
+
+/// Whether a route needs a token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum RouteAuth {
+    /// A valid token, and the signed identity forwarded (the default).
+    #[default]
+    #[serde(rename = "token")]
+    Token,
+    /// No token is read and no identity is forwarded: for a probe such as `GET /healthz`,
+    /// which the backend serves without an identity. Only `GET` and `HEAD`, with no
+    /// permission, organization, condition, rate limit or idempotency.
+    #[serde(rename = "none")]
+    Anonymous,
+    /// A token is not needed; one that is sent is verified (an invalid one is refused) and
+    /// its identity forwarded. No permission, organization, condition, rate limit or
+    /// idempotency, which would need a caller when none may be known.
+    #[serde(rename = "optional")]
+    Optional,
 }
 
 /// A route's audience requirement.

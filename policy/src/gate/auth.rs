@@ -193,6 +193,21 @@ fn find_token<'h, 'p>(
     Err(Box::new(catalogue::missing_token()))
 }
 
+/// Whether the request sends a token anywhere a configured issuer looks (a malformed
+/// one counts: it gets its refusal).
+pub(super) fn token_sent(req: &RequestHead<'_>, issuers: &[Issuer]) -> bool {
+    !req.values("authorization").is_empty()
+        || issuers
+            .iter()
+            .flat_map(|i| &i.token_sources)
+            .any(|source| match source {
+                TokenSource::Header { name, prefix } => {
+                    !matches!(from_header(req, name, prefix), Ok(None))
+                }
+                TokenSource::Cookie(name) => !matches!(from_cookie(req, name), Ok(None)),
+            })
+}
+
 fn from_header<'h>(
     req: &RequestHead<'h>,
     name: &str,
