@@ -136,6 +136,7 @@ impl Gateway {
             Step::Forward => {}
             Step::Reject(r) => return Err(said(r.status, &r.headers, &r.body)),
             Step::WaitForKeys { .. } => panic!("inline keys never wait"),
+            Step::AskRateLimit(_) => panic!("the shipped routes' limits are local"),
         }
         let mut forwarded = ApiRequest::new("POST", V3).with_body(body.to_vec());
         for (name, value) in headers.iter().skip(1) {

@@ -14,8 +14,8 @@ use e2e::{
     post_json, send, shipped_filter_config, Stack, StackOptions, TokenSpec, SEED_004_REQUEST,
     SEED_ORG,
 };
-use serde_json::{json, Value};
-use xtask::shared::{RateLimitService, Redis};
+use serde_json::Value;
+use xtask::shared::{limits_through_service, RateLimitService, Redis, RATE_LIMIT_CLUSTER};
 
 const ANY: &str = "127.0.0.1:0";
 
@@ -36,16 +36,13 @@ fn free_port() -> SocketAddr {
 /// service: v1 fails closed (`deny`), v3 open (`allow`).
 fn filter_config() -> Value {
     let mut config = shipped_filter_config();
-    for route in config["routes"].as_array_mut().unwrap() {
-        let mode = match route["name"].as_str() {
-            Some("create-workspace") => "deny",
-            Some("create-workspace-v3") => "allow",
-            _ => continue,
-        };
-        route["rate_limit"]["service"] = json!({
-            "cluster": "ratelimit", "domain": "workspace-api", "timeout": "2s", "failure_mode": mode
-        });
-    }
+    limits_through_service(
+        &mut config,
+        &[
+            ("create-workspace", "deny"),
+            ("create-workspace-v3", "allow"),
+        ],
+    );
     config
 }
 
@@ -61,7 +58,7 @@ impl ScaleOut {
             Stack::start(StackOptions {
                 envoy_concurrency: 2,
                 filter_config: Some(config.clone()),
-                grpc_clusters: vec![("ratelimit".into(), rls.addr)],
+                grpc_clusters: vec![(RATE_LIMIT_CLUSTER.into(), rls.addr)],
                 backend_listen: backends[own],
                 extra_backends: vec![backends[1 - own]],
                 runner_args: vec![

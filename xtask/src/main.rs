@@ -1,7 +1,7 @@
 //! `cargo xtask <command>`: the developer commands the README documents.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use xtask::shared::{limits_through_service, RateLimitService, Redis, RATE_LIMIT_CLUSTER};
 use xtask::stack::{Stack, StackOptions};
 use xtask::token::TokenSpec;
 use xtask::{artifacts, envoy, paths};
@@ -65,6 +66,20 @@ struct UpArgs {
     /// Have the local runner log one line per request on stderr (in the backend log).
     #[arg(long)]
     log_requests: bool,
+    /// Scale out: a local Redis, the rate limit service on it, and two runners sharing it
+    /// (Spin's runtime configuration), load-balanced by Envoy; the create routes' limits go
+    /// through the rate limit service. Always the local runner.
+    #[arg(long)]
+    redis: bool,
+    /// With `--redis`: where Redis listens.
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    redis_listen: SocketAddr,
+    /// With `--redis`: where the rate limit service listens.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    ratelimit_listen: SocketAddr,
+    /// With `--redis`: the second runner's listener.
+    #[arg(long, default_value = "127.0.0.1:3001")]
+    backend2: SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -147,7 +162,7 @@ fn up(args: UpArgs) -> Result<()> {
     if args.log_requests {
         runner_args.push("--log-requests".into());
     }
-    let mut stack = Stack::try_start(StackOptions {
+    let mut options = StackOptions {
         envoy_concurrency: args.concurrency,
         gateway_listen: args.listen,
         admin_listen: args.admin,
@@ -156,7 +171,15 @@ fn up(args: UpArgs) -> Result<()> {
         prefer_spin: !args.no_spin,
         runner_args,
         ..StackOptions::default()
-    })?;
+    };
+    // With `--redis`: what the replicas share, and the second runner. Declared before the
+    // stack, so they stop after it.
+    let scale_out = if args.redis {
+        Some(scale_out(&args, &state_dir, &mut options)?)
+    } else {
+        None
+    };
+    let mut stack = Stack::try_start(options)?;
     let token = TokenSpec::new("u-dev", &[(SEED_ORG, &["owner"])]).mint()?;
     let body = SEED_BODY.trim().replace('\'', r"'\''");
     let idempotency_key = uuid::Uuid::new_v4();
@@ -180,7 +203,59 @@ The token is a local-only dev token, valid for an hour; mint others with `cargo 
     }
     eprintln!("\nxtask: stopping Envoy and the backend");
     drop(stack);
+    drop(scale_out);
     Ok(())
+}
+
+/// What `up --redis` runs besides the stack: Redis, the rate limit service, the second
+/// runner.
+struct ScaleOut {
+    _replica: Stack,
+    _rls: RateLimitService,
+    _redis: Redis,
+}
+
+/// Starts Redis (data in `<state>/redis`), the rate limit service on it and the second
+/// runner, and points `options` (the first runner and Envoy) at them.
+fn scale_out(args: &UpArgs, state_dir: &Path, options: &mut StackOptions) -> Result<ScaleOut> {
+    std::fs::create_dir_all(state_dir)?;
+    let redis = Redis::start(args.redis_listen, &state_dir.join("redis"))?;
+    let rls = RateLimitService::start(args.ratelimit_listen, &redis.url(), state_dir)?;
+    let runtime_config = redis.runtime_config(state_dir)?;
+    options.prefer_spin = false;
+    options.runner_args.extend([
+        "--runtime-config-file".to_owned(),
+        runtime_config.display().to_string(),
+    ]);
+    let replica = Stack::try_start(StackOptions {
+        envoy: false,
+        backend_listen: args.backend2,
+        state_dir: Some(state_dir.join("replica-2")),
+        ..options.clone()
+    })?;
+    let mut filter = envoy::shipped_filter_config()?;
+    limits_through_service(
+        &mut filter,
+        &[
+            ("create-workspace", "deny"),
+            ("create-workspace-v3", "deny"),
+        ],
+    );
+    options.filter_config = Some(filter);
+    options.grpc_clusters = vec![(RATE_LIMIT_CLUSTER.into(), rls.addr)];
+    options.extra_backends = vec![replica.backend_addr()];
+    println!(
+        "Scaling out: Redis {} ({}), rate limit service {}, second runner {}",
+        redis.addr,
+        state_dir.join("redis").display(),
+        rls.addr,
+        replica.backend_url()
+    );
+    Ok(ScaleOut {
+        _replica: replica,
+        _rls: rls,
+        _redis: redis,
+    })
 }
 
 /// Runs `cmd`, failing with `what` when it does not succeed.

@@ -143,3 +143,30 @@ impl RateLimitService {
         self.service.stop(Duration::from_secs(5));
     }
 }
+
+/// The Envoy cluster name of the rate limit service in the rendered configurations.
+pub const RATE_LIMIT_CLUSTER: &str = "ratelimit";
+/// The RLS domain of `ratelimit-service/limits.toml`.
+pub const RATE_LIMIT_DOMAIN: &str = "workspace-api";
+
+/// Gives the limits of `routes` (route name, `failure_mode`) in a filter configuration to
+/// the rate limit service at [`RATE_LIMIT_CLUSTER`].
+pub fn limits_through_service(filter_config: &mut serde_json::Value, routes: &[(&str, &str)]) {
+    let Some(all) = filter_config["routes"].as_array_mut() else {
+        return;
+    };
+    for route in all {
+        let mode = routes
+            .iter()
+            .find(|(name, _)| route["name"].as_str() == Some(name))
+            .map(|(_, mode)| *mode);
+        if let Some(mode) = mode {
+            route["rate_limit"]["service"] = serde_json::json!({
+                "cluster": RATE_LIMIT_CLUSTER,
+                "domain": RATE_LIMIT_DOMAIN,
+                "timeout": "2s",
+                "failure_mode": mode,
+            });
+        }
+    }
+}
