@@ -320,17 +320,16 @@ fn routes(raw: Vec<RawRoute>, issuers: &[Issuer]) -> Result<RouteTable, ConfigEr
                 "a route without a token has no issuers or audiences",
             ));
         }
-        if r.auth != RouteAuth::Token {
-            if r.permission.is_some()
+        if r.auth != RouteAuth::Token
+            && (r.permission.is_some()
                 || !r.conditions.is_empty()
                 || rate_limit.is_some()
-                || r.idempotency != IdempotencyMode::Off
-            {
-                return Err(err(
-                    at("auth"),
-                    "a route that may have no token has no permission, conditions, rate limit or idempotency",
-                ));
-            }
+                || r.idempotency != IdempotencyMode::Off)
+        {
+            return Err(err(
+                at("auth"),
+                "a route that may have no token has no permission, conditions, rate limit or idempotency",
+            ));
         }
         routes.push(Route {
             name: r.name,

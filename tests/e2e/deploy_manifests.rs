@@ -404,6 +404,9 @@ fn bootstrap() -> Value {
         filter_wasm: xtask::paths::filter_wasm(),
         filter_config: None,
         extra_clusters: Vec::new(),
+        access_log: None,
+        grpc_clusters: Vec::new(),
+        extra_backends: Vec::new(),
     })
     .unwrap()
 }
