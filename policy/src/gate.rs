@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::cache::TokenCache;
 use crate::config::{IdempotencyMode, OrgSource, Policy, Unmatched};
+use crate::hash;
 use crate::headers::{self, Pair};
 use crate::idempotency::{self, Begin, Claim, Records, StoredResponse};
 use crate::jwks::JwkSet;
@@ -146,7 +147,7 @@ pub struct Pending {
     method: String,
     path: String,
     route: Option<usize>,
-    verified: Option<Verified>,
+    verified: Option<Arc<Verified>>,
     idempotency_key: Option<String>,
     /// The first `Content-Type`, which decides how the body is read for the fingerprint.
     content_type: Option<String>,
@@ -190,7 +191,10 @@ impl Worker {
             .iter()
             .map(|i| (!i.inline_keys.keys.is_empty()).then(|| i.inline_keys.clone()))
             .collect();
-        let cache = TokenCache::new(policy.limits.token_cache_entries);
+        // The token cache's hash key, secret as the identity key it is derived from.
+        let mut cache_key = [0u8; 16];
+        cache_key.copy_from_slice(&hash::digest(&[b"edge-filter:token-cache", &hmac_key])[..16]);
+        let cache = TokenCache::new(policy.limits.token_cache_entries, cache_key);
         Self {
             policy,
             signer: Signer::new(hmac_key),

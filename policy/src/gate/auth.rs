@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use crate::cache::TokenCache;
 use crate::jwt::{TokenError, Verified, Verifier};
 use crate::problem::{catalogue, Problem};
 use crate::ratelimit::{self, Decision, Limiter};
@@ -34,16 +33,16 @@ impl Worker {
         req: &RequestHead<'_>,
         host: &mut Host<'_>,
         may_wait: bool,
-    ) -> Result<Verified, Auth> {
+    ) -> Result<Arc<Verified>, Auth> {
         // `on_headers` refused a non-ASCII Authorization value before this point.
         let values = req.text_values("authorization").unwrap_or_default();
         let token = match bearer(&values) {
             Ok(t) => t,
             Err(p) => return Err(self.failed(req, host, may_wait, *p)),
         };
-        let cache_key = TokenCache::key(token);
+        let cache_key = self.cache.key(token);
         if let Some(v) = self.cache.get(&cache_key, host.now_secs()) {
-            return Ok(v.clone());
+            return Ok(Arc::clone(v));
         }
         // Before paying for a signature check, make sure this address has not spent its
         // allowance on failed authentications or on requests held for keys.
@@ -67,7 +66,8 @@ impl Worker {
         };
         match outcome {
             Ok(v) => {
-                self.cache.put(cache_key, v.clone());
+                let v = Arc::new(v);
+                self.cache.put(cache_key, Arc::clone(&v));
                 Ok(v)
             }
             Err((TokenError::KeysNotLoaded | TokenError::UnknownKey, Some(issuer)))
