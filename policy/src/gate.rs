@@ -385,10 +385,16 @@ impl Worker {
         // The signed identity covers the body, so a request with one is signed once it is read.
         pending.needs_body |= req.has_body;
         // The bearer token stops here: the backend gets the signed identity only.
-        // The client's copies of the identity headers are dropped here; the signed ones are
-        // added by the route from `forward_state`.
+        // The client's copies of the identity headers are dropped here (only the headers it
+        // sent: each removal is a host call, and one removes every copy); the signed ones
+        // are added by the route from `forward_state`.
         pending.remove_headers = std::iter::once("authorization")
             .chain(FORWARDED_HEADERS)
+            .filter(|name| {
+                req.headers
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            })
             .map(str::to_owned)
             .collect();
         pending.set_headers = vec![(REQUEST_ID.to_owned(), pending.request_id.clone())];

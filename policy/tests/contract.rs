@@ -489,12 +489,32 @@ fn request_ids_and_identity_headers() {
     );
     assert_eq!(got.status, 200);
     assert_eq!(p.request_id, RID);
-    // The bearer token stops at the edge, the client's identity headers are dropped, and the
-    // signed identity goes out as filter state the route turns into headers.
+    // The bearer token stops at the edge, the client's identity headers are dropped (those
+    // it sent, whatever their case; removing one it did not send would be a wasted host
+    // call), and the signed identity goes out as filter state the route turns into headers.
+    assert_eq!(p.remove_headers, ["authorization", "x-edge-identity"]);
+    let (_, sent_both) = f.run(
+        "GET",
+        "/api/workspaces/w-1",
+        &[
+            ("authorization", &auth),
+            ("X-Edge-Signature", "forged"),
+            ("x-edge-identity", "forged"),
+            ("x-edge-identity", "forged again"),
+        ],
+        b"",
+    );
     assert_eq!(
-        p.remove_headers,
+        sent_both.remove_headers,
         ["authorization", "x-edge-identity", "x-edge-signature"]
     );
+    let (_, sent_none) = f.run(
+        "GET",
+        "/api/workspaces/w-1",
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(sent_none.remove_headers, ["authorization"]);
     let mut set: std::collections::HashMap<String, String> =
         p.set_headers.iter().cloned().collect();
     for (key, value) in &p.forward_state {
