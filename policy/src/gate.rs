@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::cache::TokenCache;
 use crate::config::{IdempotencyMode, OrgSource, Policy, RouteAuth, TokenSource, Unmatched};
+use crate::hash;
 use crate::headers::{self, Pair};
 use crate::idempotency::{self, Begin, Claim, Records, StoredResponse};
 use crate::jwks::JwkSet;
@@ -168,7 +169,7 @@ pub struct Pending {
     method: String,
     path: String,
     route: Option<usize>,
-    verified: Option<Verified>,
+    verified: Option<Arc<Verified>>,
     idempotency_key: Option<String>,
     /// The first `Content-Type`, which decides how the body is read for the fingerprint.
     content_type: Option<String>,
@@ -192,13 +193,24 @@ impl Pending {
     /// (every issuer's, whichever carried this request's token).
     fn strip_credentials(&mut self, policy: &Policy, req: &RequestHead<'_>) {
         let mut token_cookies = Vec::new();
+        // Only the headers the client sent: each removal is a host call, and one removes
+        // every copy.
+        let sent = |name: &str| {
+            req.headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        };
         self.remove_headers = std::iter::once("authorization")
             .chain(FORWARDED_HEADERS)
+            .filter(|name| sent(name))
             .map(str::to_owned)
             .collect();
         for source in policy.issuers.iter().flat_map(|i| &i.token_sources) {
             match source {
-                TokenSource::Header { name, .. } => self.remove_headers.push(name.clone()),
+                TokenSource::Header { name, .. } if sent(name) => {
+                    self.remove_headers.push(name.clone());
+                }
+                TokenSource::Header { .. } => {}
                 TokenSource::Cookie(name) => token_cookies.push(name.as_str()),
             }
         }
@@ -241,7 +253,10 @@ impl Worker {
             .iter()
             .map(|i| (!i.inline_keys.keys.is_empty()).then(|| i.inline_keys.clone()))
             .collect();
-        let cache = TokenCache::new(policy.limits.token_cache_entries);
+        // The token cache's hash key, secret as the identity key it is derived from.
+        let mut cache_key = [0u8; 16];
+        cache_key.copy_from_slice(&hash::digest(&[b"edge-filter:token-cache", &hmac_key])[..16]);
+        let cache = TokenCache::new(policy.limits.token_cache_entries, cache_key);
         Self {
             policy,
             signer: Signer::new(hmac_key),

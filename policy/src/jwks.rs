@@ -2,24 +2,23 @@
 
 use std::fmt;
 
-use jwt_compact::alg::{Ed25519, Es256, RsaPublicKey};
 use jwt_compact::jwk::JsonWebKey;
-use jwt_compact::Algorithm;
 use serde_json::Value;
 
 use crate::jwt::{Alg, Family};
+use crate::verifying::{self, Ed25519Key, P256Key, RsaKey};
 
-/// A decoded verifying key.
+/// A decoded verifying key, prepared for verification when its set is installed.
 #[derive(Clone)]
 pub enum VerifyingKey {
     /// An `oct` key for HS256/384/512.
     Hmac(Vec<u8>),
     /// An RSA public key for RS* and PS*.
-    Rsa(Box<RsaPublicKey>),
+    Rsa(Box<RsaKey>),
     /// A P-256 public key for ES256.
-    P256(Box<<Es256 as Algorithm>::VerifyingKey>),
+    P256(Box<P256Key>),
     /// An Ed25519 public key for EdDSA.
-    Ed25519(Box<<Ed25519 as Algorithm>::VerifyingKey>),
+    Ed25519(Box<Ed25519Key>),
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -196,41 +195,41 @@ fn decode(jwk: &JsonWebKey<'_>) -> Result<VerifyingKey, String> {
             }
             Ok(VerifyingKey::Hmac(secret.to_vec()))
         }
-        JsonWebKey::Rsa { private_parts, .. } => {
+        JsonWebKey::Rsa {
+            modulus,
+            public_exponent,
+            private_parts,
+        } => {
             if private_parts.is_some() {
                 return Err("private RSA key in a verification key set".into());
             }
-            let key = RsaPublicKey::try_from(jwk).map_err(|e| e.to_string())?;
-            if rsa_bits(&key) < 2048 {
-                return Err("RSA keys must be at least 2048 bits".into());
-            }
-            Ok(VerifyingKey::Rsa(Box::new(key)))
+            verifying::rsa_key(modulus, public_exponent, 2048)
+                .map(|k| VerifyingKey::Rsa(Box::new(k)))
         }
-        JsonWebKey::EllipticCurve { secret, .. } => {
+        JsonWebKey::EllipticCurve {
+            curve,
+            x,
+            y,
+            secret,
+        } => {
             if secret.is_some() {
                 return Err("private EC key in a verification key set".into());
             }
-            <Es256 as Algorithm>::VerifyingKey::try_from(jwk)
-                .map(|k| VerifyingKey::P256(Box::new(k)))
-                .map_err(|e| e.to_string())
+            if curve != "P-256" {
+                return Err(format!("unsupported curve {curve:?}"));
+            }
+            verifying::p256_key(x, y).map(|k| VerifyingKey::P256(Box::new(k)))
         }
-        JsonWebKey::KeyPair { secret, .. } => {
+        JsonWebKey::KeyPair { curve, x, secret } => {
             if secret.is_some() {
                 return Err("private OKP key in a verification key set".into());
             }
-            <Ed25519 as Algorithm>::VerifyingKey::try_from(jwk)
-                .map(|k| VerifyingKey::Ed25519(Box::new(k)))
-                .map_err(|e| e.to_string())
+            if curve != "Ed25519" {
+                return Err(format!("unsupported curve {curve:?}"));
+            }
+            verifying::ed25519_key(x).map(|k| VerifyingKey::Ed25519(Box::new(k)))
         }
         _ => Err("unsupported key type".into()),
-    }
-}
-
-fn rsa_bits(key: &RsaPublicKey) -> usize {
-    use jwt_compact::jwk::JsonWebKey as J;
-    match J::from(key) {
-        J::Rsa { modulus, .. } => modulus.len() * 8,
-        _ => 0,
     }
 }
 

@@ -6,12 +6,13 @@ use std::fmt;
 
 use edge_contract::permission::{restrict_to_scopes, with_implied, RoleMap};
 use edge_contract::Identity;
-use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
+use jwt_compact::alg::{Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key};
 use jwt_compact::{AlgorithmExt, Claims, UntrustedToken};
 use serde_json::{Map, Value};
 
 use crate::config::{media_type, Issuer, ScopeClaim};
 use crate::jwks::{JwkSet, VerifyingKey};
+use crate::verifying::{Ed25519, Es256, Rsa};
 
 /// A signature algorithm this filter can verify. `none` is not one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -301,12 +302,12 @@ fn check_signature(
         (Alg::HS256, VerifyingKey::Hmac(k)) => Hs256.validator(&Hs256Key::new(k)).validate(token),
         (Alg::HS384, VerifyingKey::Hmac(k)) => Hs384.validator(&Hs384Key::new(k)).validate(token),
         (Alg::HS512, VerifyingKey::Hmac(k)) => Hs512.validator(&Hs512Key::new(k)).validate(token),
-        (Alg::RS256, VerifyingKey::Rsa(k)) => Rsa::rs256().validator(k.as_ref()).validate(token),
-        (Alg::RS384, VerifyingKey::Rsa(k)) => Rsa::rs384().validator(k.as_ref()).validate(token),
-        (Alg::RS512, VerifyingKey::Rsa(k)) => Rsa::rs512().validator(k.as_ref()).validate(token),
-        (Alg::PS256, VerifyingKey::Rsa(k)) => Rsa::ps256().validator(k.as_ref()).validate(token),
-        (Alg::PS384, VerifyingKey::Rsa(k)) => Rsa::ps384().validator(k.as_ref()).validate(token),
-        (Alg::PS512, VerifyingKey::Rsa(k)) => Rsa::ps512().validator(k.as_ref()).validate(token),
+        (Alg::RS256, VerifyingKey::Rsa(k)) => Rsa::RS256.validator(k.as_ref()).validate(token),
+        (Alg::RS384, VerifyingKey::Rsa(k)) => Rsa::RS384.validator(k.as_ref()).validate(token),
+        (Alg::RS512, VerifyingKey::Rsa(k)) => Rsa::RS512.validator(k.as_ref()).validate(token),
+        (Alg::PS256, VerifyingKey::Rsa(k)) => Rsa::PS256.validator(k.as_ref()).validate(token),
+        (Alg::PS384, VerifyingKey::Rsa(k)) => Rsa::PS384.validator(k.as_ref()).validate(token),
+        (Alg::PS512, VerifyingKey::Rsa(k)) => Rsa::PS512.validator(k.as_ref()).validate(token),
         (Alg::ES256, VerifyingKey::P256(k)) => Es256.validator(k.as_ref()).validate(token),
         (Alg::EdDSA, VerifyingKey::Ed25519(k)) => Ed25519.validator(k.as_ref()).validate(token),
         // A key of another family never verifies: no HMAC over public-key bytes.

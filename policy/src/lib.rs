@@ -25,6 +25,7 @@ pub mod store;
 #[cfg(feature = "testkit")]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub mod testkit;
+pub mod verifying;
 
 pub use config::{ConfigError, Policy};
 pub use gate::{Host, Pending, RateLimitCall, RequestHead, Step, Worker};

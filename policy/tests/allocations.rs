@@ -19,7 +19,7 @@ use edge_policy::jwt::Alg;
 use edge_policy::testkit::request_path::{RequestPath, Stage};
 
 /// Allocations (calls to `alloc` and `realloc`) per cached request, at most.
-const CACHED_CEILING: u64 = 93;
+const CACHED_CEILING: u64 = 50;
 
 thread_local! {
     // `const` thread-locals of `Copy` types need no lazy initialization nor destructor, so

@@ -1,5 +1,5 @@
 //! Programs the project takes from Debian's packages (`wrk` for the bench, `redis-server` for
-//! the shared key-value store), installed with `apt-get` when missing: as root, or through
+//! the shared key-value store, `clang` for the C part of `ring` on the wasm targets), installed with `apt-get` when missing: as root, or through
 //! `sudo`.
 
 use std::path::{Path, PathBuf};

@@ -5,21 +5,29 @@
 //! every wasm build stops with "can't find crate for `core`". So every command that builds
 //! WebAssembly first makes sure the targets are there: one `rustup target list`, and a
 //! `rustup target add` only for what is missing.
+//!
+//! The filter's RSA verification (`ring`) has a C part, which the wasm targets build with
+//! clang: Debian's `clang` is installed with the targets when it is missing.
 
 use std::process::Command;
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 
-use crate::paths;
+use crate::{debian, paths};
 
 /// Installs the wasm targets `rust-toolchain.toml` lists that the pinned toolchain lacks,
-/// once per process. Quick when they are present.
+/// and clang for the C code some crates compile for them, once per process. Quick when
+/// they are present.
 pub fn ensure_targets() -> Result<()> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
-    DONE.get_or_init(|| ensure_targets_now().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
+    DONE.get_or_init(|| {
+        debian::ensure("clang", "clang")
+            .and_then(|_| ensure_targets_now())
+            .map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
 }
 
 fn ensure_targets_now() -> Result<()> {

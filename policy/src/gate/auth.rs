@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use crate::cache::TokenCache;
 use crate::config::{Issuer, TokenSource};
 use crate::jwt::{TokenError, Verified, Verifier};
 use crate::problem::{catalogue, Problem};
@@ -35,18 +34,18 @@ impl Worker {
         req: &RequestHead<'_>,
         host: &mut Host<'_>,
         may_wait: bool,
-    ) -> Result<Verified, Auth> {
+    ) -> Result<Arc<Verified>, Auth> {
         let policy = Arc::clone(&self.policy);
         let (token, source) = match find_token(req, &policy.issuers) {
             Ok(found) => found,
             Err(p) => return Err(self.failed(req, host, may_wait, *p)),
         };
-        let cache_key = TokenCache::key(token);
+        let cache_key = self.cache.key(token);
         if let Some(v) = self.cache.get(&cache_key, host.now_secs()) {
             if !source_allowed(&policy.issuers, &v.identity.iss, source) {
                 return Err(self.failed(req, host, may_wait, source_refused()));
             }
-            return Ok(v.clone());
+            return Ok(Arc::clone(v));
         }
         // Before paying for a signature check, make sure this address has not spent its
         // allowance on failed authentications or on requests held for keys.
@@ -72,7 +71,8 @@ impl Worker {
                 Err(self.failed(req, host, may_wait, source_refused()))
             }
             Ok(v) => {
-                self.cache.put(cache_key, v.clone());
+                let v = Arc::new(v);
+                self.cache.put(cache_key, Arc::clone(&v));
                 Ok(v)
             }
             Err((TokenError::KeysNotLoaded | TokenError::UnknownKey, Some(issuer)))
